@@ -1,0 +1,9 @@
+"""Type stub of the native hash module; fastcore._hash_py documents the behaviour."""
+
+from _typeshed import ReadableBuffer
+
+__all__ = ("md5_digest", "xxh3_64", "xxh64")
+
+def xxh3_64(data: str | ReadableBuffer, seed: int = 0) -> int: ...
+def xxh64(data: str | ReadableBuffer, seed: int = 0) -> int: ...
+def md5_digest(data: str | ReadableBuffer) -> bytes: ...

@@ -1,0 +1,58 @@
+"""Shared fixtures: ``impl`` runs a test once per implementation (native, python)."""
+
+from __future__ import annotations
+
+import importlib
+import types
+from dataclasses import dataclass
+
+import pytest
+
+import fastcore
+from fastcore._impl import PURE_PYTHON_REQUESTED
+
+
+@dataclass(frozen=True)
+class Impl:
+    """One implementation of the fastcore modules."""
+
+    name: str
+    hash: types.ModuleType
+    ring: types.ModuleType
+
+
+def _load(name: str) -> Impl:
+    suffix = "" if name == "native" else "_py"
+    return Impl(
+        name=name,
+        hash=importlib.import_module(f"fastcore._hash{suffix}"),
+        ring=importlib.import_module(f"fastcore._ring{suffix}"),
+    )
+
+
+# In a pure-Python run (SHARDKIT_PURE_PYTHON=1) only the twins are exercised;
+# otherwise both, and test_native_loaded fails if the extension did not load.
+IMPL_NAMES = ["python"] if PURE_PYTHON_REQUESTED else ["native", "python"]
+
+
+@pytest.fixture(scope="session", params=IMPL_NAMES)
+def impl(request: pytest.FixtureRequest) -> Impl:
+    return _load(request.param)
+
+
+@pytest.fixture(scope="session")
+def native() -> Impl:
+    try:
+        return _load("native")
+    except ImportError:
+        if PURE_PYTHON_REQUESTED:  # installed without a compiler on purpose
+            pytest.skip("SHARDKIT_PURE_PYTHON=1 and no native build present")
+        raise
+
+
+@pytest.fixture(scope="session")
+def python_impl() -> Impl:
+    return _load("python")
+
+
+__all__ = ("Impl", "fastcore")

@@ -27,8 +27,8 @@ if NATIVE:
     from ._hash import md5_digest, xxh3_64, xxh64
     from ._ring import HashRing
 else:
-    from ._hash_py import md5_digest, xxh3_64, xxh64  # type: ignore[assignment]
-    from ._ring_py import HashRing  # type: ignore[assignment]
+    from ._hash_py import md5_digest, xxh3_64, xxh64
+    from ._ring_py import HashRing
 
 from ._bounded import BoundedLoadBalancer, pick_bounded
 

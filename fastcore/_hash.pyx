@@ -1,6 +1,8 @@
 # cython: language_level=3, embedsignature=True
+# cython: embedsignature.format=clinic
 """Native xxh3_64, xxh64 and md5_digest; the twin and specification is _hash_py."""
 
+cimport cython
 from cpython.buffer cimport (
     PyBUF_SIMPLE,
     PyBuffer_Release,
@@ -15,28 +17,28 @@ from cpython.bytes cimport (
     PyBytes_GET_SIZE,
 )
 from cpython.exc cimport PyErr_Clear, PyErr_Occurred
-from cpython.long cimport PyLong_Check
+from cpython.long cimport PyLong_Check, PyLong_CheckExact
 from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_Check
 from libc.stdint cimport uint8_t, uint64_t
 
 from fastcore._hashimpl cimport sk_md5, sk_xxh3_64, sk_xxh64
 
-from fastcore._errors import ArgumentTypeError, InvalidArgumentError
-
 cdef extern from "Python.h":
     # Declared without Cython's error check, so _get_seed turns overflow into our error.
     unsigned long long _as_u64 "PyLong_AsUnsignedLongLong"(object) noexcept
 
+from fastcore._errors import ArgumentTypeError, InvalidArgumentError
+
 __all__ = ("md5_digest", "xxh3_64", "xxh64")
 
 # Below these sizes the hash costs less than dropping and retaking the GIL
-# (hashlib's own cut-off for md5 is 2 KiB; xxh3 is ~10x faster per byte).
+# (hashlib's cut-off for md5 is 2 KiB; xxh3 and xxh64 are over 10x faster per byte).
 cdef enum:
     _NOGIL_MIN_XXH = 16384
     _NOGIL_MIN_MD5 = 2048
 
 
-cdef int _get_data(object data, Py_buffer* view) except -1:
+cdef inline int _get_data(object data, Py_buffer* view) except -1:
     # Points view.buf / view.len at the bytes to hash. Returns 1 when a buffer was
     # acquired (the caller releases it), 0 for str / bytes (borrowed from data).
     cdef Py_ssize_t n
@@ -62,15 +64,15 @@ cdef int _get_data(object data, Py_buffer* view) except -1:
     return 1
 
 
-cdef int _get_seed(object seed, uint64_t* out) except -1:
-    if not PyLong_Check(seed) or PyBool_Check(seed):
-        raise ArgumentTypeError(f"seed must be an int, not {type(seed).__name__}")
-    # Checked by hand: a try/except here would save the exception state per call.
-    out[0] = _as_u64(seed)
-    if out[0] == <uint64_t>-1 and PyErr_Occurred():
-        PyErr_Clear()  # an OverflowError: the only error an int can raise here
+cdef inline int _get_seed(object seed, uint64_t* out) except -1:
+    if PyLong_CheckExact(seed) or (PyLong_Check(seed) and not PyBool_Check(seed)):
+        # Checked by hand: a try/except would save the exception state on every call.
+        out[0] = _as_u64(seed)
+        if out[0] != <uint64_t>-1 or not PyErr_Occurred():
+            return 0
+        PyErr_Clear()  # an OverflowError, the only error an int raises here
         raise InvalidArgumentError(_seed_range_message(seed))
-    return 0
+    raise ArgumentTypeError(f"seed must be an int, not {type(seed).__name__}")
 
 
 cdef str _seed_range_message(object seed):
@@ -84,6 +86,9 @@ cdef str _seed_range_message(object seed):
     return f"seed must be in [0, 2**64), got {shown}"
 
 
+# binding=False: plain builtin functions, ~10 ns cheaper per call than cyfunctions on
+# CPython 3.11; the clinic-format signature keeps inspect.signature() working.
+@cython.binding(False)
 def xxh3_64(data, seed=0):
     cdef Py_buffer view
     cdef uint64_t s, h
@@ -101,6 +106,7 @@ def xxh3_64(data, seed=0):
     return h
 
 
+@cython.binding(False)
 def xxh64(data, seed=0):
     cdef Py_buffer view
     cdef uint64_t s, h
@@ -118,6 +124,7 @@ def xxh64(data, seed=0):
     return h
 
 
+@cython.binding(False)
 def md5_digest(data):
     cdef Py_buffer view
     cdef uint8_t out[16]

@@ -4,7 +4,8 @@
 
 cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_Check, PyBytes_GET_SIZE
-from cpython.list cimport PyList_New, PyList_SET_ITEM
+from cpython.list cimport PyList_GET_ITEM, PyList_New, PyList_SET_ITEM
+from cpython.tuple cimport PyTuple_GET_ITEM
 from cpython.ref cimport Py_INCREF
 from cpython.unicode cimport PyUnicode_Check
 from libc.math cimport floor
@@ -36,6 +37,9 @@ from fastcore._ring_py import (
 
 cdef extern from "Python.h":
     const char* PyUnicode_AsUTF8AndSize(object, Py_ssize_t*) except NULL
+    Py_ssize_t PyLong_AsSsize_t(object) except? -1
+
+cdef Py_ssize_t MAX_NODES_C = MAX_NODES
 
 cdef enum:
     # Above this many keys the bulk calls hash and search with the GIL released.
@@ -115,6 +119,15 @@ cdef inline Py_ssize_t _lower(_Snapshot s, uint64_t h) noexcept nogil:
     if lo == s.npts:
         return 0
     return lo
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+cdef void _search_all(_Snapshot s, uint64_t* pos, Py_ssize_t n) noexcept nogil:
+    # replaces each ring position by the index of the node that owns it
+    cdef Py_ssize_t i
+    for i in range(n):
+        pos[i] = s.own[_lower(s, pos[i])]
 
 
 @cython.boundscheck(False)
@@ -495,13 +508,19 @@ cdef class HashRing:
     def get_node(self, key):
         """The node that holds ``key`` (str hashed as UTF-8, or bytes)."""
         cdef _Snapshot s = self._snap
-        return <object>s.names[s.own[self._start(s, key)]]
+        return <object>PyTuple_GET_ITEM(s.names, s.own[self._start(s, key)])
 
     def get_nodes(self, key, n):
         """The first ``n`` distinct nodes clockwise from ``key``: its preference list."""
         cdef _Snapshot s = self._snap
-        _check_int(n, "n", 1, MAX_NODES)
-        cdef Py_ssize_t want = n, nnodes = len(s.names)
+        cdef Py_ssize_t want = 0, nnodes = len(s.names)
+        if type(n) is int:
+            try:
+                want = PyLong_AsSsize_t(n)
+            except OverflowError:
+                want = 0
+        if want < 1 or want > MAX_NODES_C:
+            _check_int(n, "n", 1, MAX_NODES)
         if want > nnodes and nnodes:
             raise InvalidArgumentError(f"n={n} exceeds the {nnodes} nodes on the ring")
         cdef Py_ssize_t i = self._start(s, key), got = 0, k
@@ -530,7 +549,7 @@ cdef class HashRing:
                     if not dup:
                         small[got] = o
                 if not dup:
-                    name = s.names[o]
+                    name = <object>PyTuple_GET_ITEM(s.names, o)
                     Py_INCREF(name)
                     PyList_SET_ITEM(result, got, name)
                     got += 1
@@ -546,47 +565,48 @@ cdef class HashRing:
         cdef _Snapshot s = self._snap
         return _Successors(s, self._start(s, key))
 
-    cdef uint32_t* _owners_of(self, _Snapshot s, tuple keys) except NULL:
-        # The owner index of every key; hashing and searching run without the GIL for
-        # big batches (keys is a tuple we hold, so the key objects stay alive).
+    cdef uint64_t* _owners_of(self, _Snapshot s, object keys) except NULL:
+        # keys is a list or tuple. Each key is hashed with the GIL held, right after
+        # its bytes were read (one pass over the key objects); the ring searches of a
+        # big batch then run without the GIL. Returns the owner index of every key.
         cdef Py_ssize_t n = len(keys), i
-        cdef const uint8_t** ptrs = <const uint8_t**>malloc(max(n, 1) * sizeof(void*))
-        cdef Py_ssize_t* lens = <Py_ssize_t*>malloc(max(n, 1) * sizeof(Py_ssize_t))
-        cdef uint32_t* owners = <uint32_t*>malloc(max(n, 1) * sizeof(uint32_t))
+        cdef uint64_t* out = <uint64_t*>malloc(max(n, 1) * sizeof(uint64_t))
+        cdef const uint8_t* p
+        cdef Py_ssize_t ln
         cdef bint tags = self.hash_tags, ketama = self._ketama
+        cdef bint is_list = type(keys) is list
+        if out == NULL:
+            raise MemoryError()
         try:
-            if ptrs == NULL or lens == NULL or owners == NULL:
-                raise MemoryError()
             for i in range(n):
-                _key_buf(<object>keys[i], &ptrs[i], &lens[i])
+                if is_list:
+                    _key_buf(<object>PyList_GET_ITEM(keys, i), &p, &ln)
+                else:
+                    _key_buf(<object>PyTuple_GET_ITEM(keys, i), &p, &ln)
+                out[i] = _position(p, ln, tags, ketama)
             if n and s.npts == 0:
                 raise EmptyRingError("the ring has no nodes; add one before looking up keys")
-            if n >= NOGIL_BULK:
-                with nogil:
-                    for i in range(n):
-                        owners[i] = s.own[_lower(s, _position(ptrs[i], lens[i], tags, ketama))]
-            else:
-                for i in range(n):
-                    owners[i] = s.own[_lower(s, _position(ptrs[i], lens[i], tags, ketama))]
         except BaseException:
-            free(owners)
+            free(out)
             raise
-        finally:
-            free(ptrs)
-            free(lens)
-        return owners
+        if n >= NOGIL_BULK:
+            with nogil:
+                _search_all(s, out, n)
+        else:
+            _search_all(s, out, n)
+        return out
 
     def get_node_many(self, keys):
         """The node of each key, in order (the loop runs in C)."""
         cdef _Snapshot s = self._snap
-        cdef tuple ks = _as_tuple(keys)
+        cdef object ks = keys if type(keys) is list or type(keys) is tuple else _as_list(keys)
         cdef Py_ssize_t n = len(ks), i
-        cdef uint32_t* owners = self._owners_of(s, ks)
+        cdef uint64_t* owners = self._owners_of(s, ks)
         cdef list result
         try:
             result = PyList_New(n)
             for i in range(n):
-                name = s.names[owners[i]]
+                name = <object>PyTuple_GET_ITEM(s.names, owners[i])
                 Py_INCREF(name)
                 PyList_SET_ITEM(result, i, name)
         finally:
@@ -596,9 +616,10 @@ cdef class HashRing:
     def group_by_node(self, keys):
         """Group keys by the node that holds them, keeping their order within a node."""
         cdef _Snapshot s = self._snap
-        cdef tuple ks = _as_tuple(keys)
+        # a private tuple: the keys are read again after the GIL was released
+        cdef tuple ks = keys if type(keys) is tuple else tuple(_as_list(keys))
         cdef Py_ssize_t n = len(ks), i
-        cdef uint32_t* owners = self._owners_of(s, ks)
+        cdef uint64_t* owners = self._owners_of(s, ks)
         cdef list buckets = [None] * len(s.names)
         cdef dict groups = {}
         try:
@@ -687,15 +708,13 @@ cdef class _Successors:
         raise StopIteration
 
 
-cdef tuple _as_tuple(object keys):
-    if type(keys) is tuple:
-        return keys
+cdef list _as_list(object keys):
     if isinstance(keys, (str, bytes)):
         raise ArgumentTypeError(
             f"keys must be an iterable of str or bytes keys, not a single {type(keys).__name__}"
         )
     try:
-        return tuple(keys)
+        return list(keys)
     except TypeError:
         raise ArgumentTypeError(
             f"keys must be an iterable of str or bytes keys, not {type(keys).__name__}"

@@ -43,7 +43,7 @@ from ._errors import (
 
 __all__ = ("MODES", "HashRing", "Key")
 
-Key = Union[str, bytes]
+Key = Union[str, bytes]  # noqa: UP007 (a runtime alias; "|" needs 3.10 objects)
 MODES = ("xxh3", "ketama")
 _KETAMA_DEFAULT_PORT = 11211
 _F32 = struct.Struct("<f")
@@ -152,7 +152,7 @@ def ketama_point_count(weight: int, total_weight: int, live: int, vnodes: int) -
     pct = _f32(_f32(float(weight)) / _f32(float(total_weight)))
     per_hash = _f32(_f32(pct * float(vnodes)) / 4.0)
     scaled = _f32(per_hash * _f32(float(live)))
-    return int(math.floor(scaled + 0.0000000001)) * 4
+    return math.floor(scaled + 0.0000000001) * 4
 
 
 def ketama_host_label(name: str) -> bytes:
@@ -176,7 +176,7 @@ def ketama_host_label(name: str) -> bytes:
 
 
 def _ketama_points(label: bytes, count: int) -> list[int]:
-    points = []
+    points: list[int] = []
     for i in range(count // 4):
         digest = hashlib.md5(label + b"-" + str(i).encode()).digest()
         points.extend(struct.unpack("<4I", digest))

@@ -23,7 +23,9 @@ def pylibmc_owner(servers: list[str], weights: list[int] | None):
 @pytest.mark.parametrize("count", [3, 7, 10, 25, 50, 100])
 @pytest.mark.parametrize("port", [11211, 11212])
 @pytest.mark.parametrize("weighted", [False, True], ids=["equal", "weighted"])
-def test_zero_differences_vs_libmemcached(impl: Impl, count: int, port: int, weighted: bool) -> None:
+def test_zero_differences_vs_libmemcached(
+    impl: Impl, count: int, port: int, weighted: bool
+) -> None:
     servers = [f"127.0.0.{i}:{port}" for i in range(1, count + 1)]
     weights = [1 + (i * 7) % 5 for i in range(count)] if weighted else None
     oracle = pylibmc_owner(servers, weights)

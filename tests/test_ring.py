@@ -223,7 +223,8 @@ def test_errors(impl: Impl) -> None:
         HashRing(5)
     with pytest.raises(InvalidArgumentError, match="lone surrogate"):
         HashRing(["\ud800"])
-    with pytest.raises(InvalidArgumentError, match=r"weight of node 'a' must be in \[1, 65536\], got 0"):
+    bad_weight = r"weight of node 'a' must be in \[1, 65536\], got 0"
+    with pytest.raises(InvalidArgumentError, match=bad_weight):
         HashRing({"a": 0})
     with pytest.raises(ArgumentTypeError, match="must be an int, not float"):
         HashRing({"a": 1.5})

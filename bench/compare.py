@@ -1,0 +1,731 @@
+"""Side-by-side table: fastcore's HashRing and hashes vs the twin and the peer libraries.
+
+Commands (run from the repository root, after ``python setup.py build_ext --inplace``)::
+
+    python bench/compare.py --quick                  # about 1 minute
+    python bench/compare.py                          # a few minutes (the RESULTS.md run)
+    python bench/compare.py --json /tmp/bench.json   # also dump the raw numbers
+
+    # the pytest-benchmark suites of the same cases (bench/pytest.ini collects bench_*.py)
+    python -m pytest -c bench/pytest.ini bench/ --benchmark-disable   # smoke, each case once
+    python -m pytest -c bench/pytest.ini bench/                       # timed tables
+
+Method: a case's implementations run round-robin, one round each in turn, the order
+reversed on alternate rounds, so load from other processes on a shared machine hits
+all of them alike; the table gives the median round (and the best one). A lookup round
+is a Python ``for`` loop of single calls over a prefix of the keys ``user:100000``...
+sized so that a round lasts about ``--round-ms``; results are per key. The garbage
+collector is off inside a timed round (as in ``timeit``). Balance, memory and remap
+figures are deterministic and measured once; memory is the RSS growth of a fresh
+interpreter building several 1000-node rings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import datetime
+import gc
+import hashlib
+import importlib.metadata
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import _impls as im
+
+# --- plan ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Plan:
+    rounds: int  # rounds of every timed lookup / hash case
+    slow_rounds: int  # rounds of builds and add / remove (pure-Python ones take ~1 s)
+    lookup_keys: int  # distinct keys per lookup round, the same for every implementation
+    max_round_s: float  # ...unless that round would take longer: then fewer keys
+    turn_s: float  # a function's turn repeats it (one sample each) for at least this long
+    bulk_keys: int
+    balance_keys: int
+    move_keys: int
+    mem_rings: dict[str, int]  # rings built per memory child process
+
+
+QUICK = Plan(rounds=3, slow_rounds=3, lookup_keys=50_000, max_round_s=0.5, turn_s=0.03,
+             bulk_keys=im.BULK_KEYS, balance_keys=1_000_000, move_keys=100_000,
+             mem_rings={"native": 20, "native-ketama": 20, "python": 1, "uhashring": 1,
+                        "pylibmc": 5})
+FULL = Plan(rounds=9, slow_rounds=7, lookup_keys=100_000, max_round_s=1.0, turn_s=0.1,
+            bulk_keys=im.BULK_KEYS, balance_keys=1_000_000, move_keys=200_000,
+            mem_rings={"native": 20, "native-ketama": 20, "python": 3, "uhashring": 3,
+                       "pylibmc": 10})
+
+
+# --- timing --------------------------------------------------------------------------
+
+
+def _time_once(fn: Callable[[], Any]) -> float:
+    gc.collect()
+    gc.disable()
+    try:
+        t0 = time.perf_counter_ns()
+        fn()
+        t1 = time.perf_counter_ns()
+    finally:
+        gc.enable()
+    return (t1 - t0) / 1e9
+
+
+def interleaved(fns: dict[str, Callable[[], Any]], rounds: int, turn_s: float = 0.0,
+                setups: dict[str, Callable[[], Any]] | None = None) -> dict[str, list[float]]:
+    """Seconds of each timed call of each function, run round-robin (order reversed on
+    alternate rounds). In its turn a function runs again until ``turn_s`` has passed
+    (at most 25 times): short calls get more samples, which a median needs on a busy
+    machine. ``setups[name]`` runs untimed before each call of that one (then once a
+    turn)."""
+    names = list(fns)
+    out: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(rounds):
+        for name in names if r % 2 == 0 else names[::-1]:
+            spent = 0.0
+            for _ in range(25):
+                if setups and name in setups:
+                    setups[name]()
+                t = _time_once(fns[name])
+                out[name].append(t)
+                spent += t
+                if spent >= turn_s or setups:
+                    break
+    return out
+
+
+@dataclass
+class Row:
+    case_id: str
+    case: str
+    impl: str
+    unit: str  # ns/key, ns/call, ms, M keys/s, GB/s
+    per: float  # work units per round: keys, calls or bytes
+    samples: list[float]  # seconds per round
+    ref: str = "native"
+
+    def per_unit(self, stat: str = "median") -> float:
+        s = statistics.median(self.samples) if stat == "median" else min(self.samples)
+        return s / self.per
+
+    def shown(self, stat: str = "median") -> str:
+        t = self.per_unit(stat)
+        if self.unit in ("ns/key", "ns/call"):
+            return f"{_num(t * 1e9)} ns"
+        if self.unit == "ms":
+            return f"{_num(t * 1e3)} ms"
+        if self.unit == "M keys/s":
+            return f"{_num(1 / t / 1e6)} M keys/s ({_num(t * 1e9)} ns/key)"
+        if self.unit == "GB/s":
+            return f"{_num(1 / t / 1e9)} GB/s"
+        raise ValueError(self.unit)
+
+
+def _num(x: float) -> str:
+    if x >= 1000:
+        return f"{x:,.0f}"
+    if x >= 100:
+        return f"{x:.0f}"
+    if x >= 10:
+        return f"{x:.1f}"
+    return f"{x:.2f}"
+
+
+def _ratio(t: float, ref: float) -> str:
+    r = t / ref
+    if 0.995 <= r <= 1.005:
+        return "1.00x"
+    if r > 1:
+        return f"{r:.1f}x slower" if r >= 10 else f"{r:.2f}x slower"
+    return f"{1 / r:.2f}x faster"
+
+
+# --- rings, built once ---------------------------------------------------------------
+
+_RINGS: dict[tuple[object, int], Any] = {}
+
+
+def ring(impl: im.Impl, nodes: Sequence[str]) -> Any:
+    key = (impl.build, len(nodes))
+    if key not in _RINGS:
+        _RINGS[key] = impl.build(nodes)
+    return _RINGS[key]
+
+
+def verify(impl: im.Impl, nodes: list[str], keys: Sequence[str], n: int = 0) -> None:
+    """Ours must agree with the twin (pylibmc with our ketama twin), peers name a node."""
+    r = ring(impl, nodes)
+    f = impl.lookup(r)
+    spec = ring(im.BY_NAME[impl.spec], nodes) if impl.spec else None
+    for k in keys[:200]:
+        if n:
+            got = f(k, n)
+            assert len(set(got)) == n and set(got) <= set(nodes), (impl.name, k, got)
+            if spec is not None:
+                assert got == spec.get_nodes(k, n), (impl.name, k)
+        else:
+            name = im.node_of(impl, f(k), nodes)
+            if spec is not None:
+                assert name == spec.get_node(k), (impl.name, k, name)
+
+
+def _keys_for(f: Callable[[], Any], probe: int, plan: Plan) -> int:
+    f()  # warm up
+    t = min(_time_once(f) for _ in range(2)) / probe
+    return max(5, min(plan.lookup_keys, int(plan.max_round_s / max(t, 1e-9))))
+
+
+def lookup_case(case_id: str, case: str, impls: Sequence[im.Impl], nodes: list[str],
+                keys: list[str], plan: Plan, n: int = 0,
+                extra: dict[str, Callable[[str], Any]] | None = None,
+                hot: int = 0, few: Sequence[str] = ("rendezvous",)) -> list[Row]:
+    """Single-key calls, ns/key. Each implementation loops over the same
+    ``plan.lookup_keys`` distinct keys, except those in ``few`` (per-key cost grows
+    with the node count): they get a prefix that lasts about ``plan.max_round_s``.
+    ``hot``: loop ``hot`` times over the first 1000 keys instead (a cache-warm working
+    set). ``n``: time ``f(key, n)`` (get_nodes)."""
+    fns: dict[str, Callable[[], Any]] = {}
+    per: dict[str, int] = {}
+    calls: dict[str, Callable[..., Any]] = {}
+    for impl in impls:
+        verify(impl, nodes, keys, n)
+        calls[impl.name] = impl.lookup(ring(impl, nodes))
+    calls.update(extra or {})
+    for name, f in calls.items():
+        if hot:
+            ks = keys[:1000] * hot
+        elif name not in few:
+            ks = keys[: plan.lookup_keys]
+        else:
+            probe = keys[:3] if name == "rendezvous" and len(nodes) > 100 else keys[:200]
+            fp = im.loop2(f, probe, n) if n else im.loop1(f, probe)
+            ks = keys[: _keys_for(fp, len(probe), plan)]
+        per[name] = len(ks)
+        fns[name] = im.loop2(f, ks, n) if n else im.loop1(f, ks)
+    ref = impls[0].name
+    samples = interleaved(fns, plan.rounds, plan.turn_s)
+    return [Row(case_id, case, name, "ns/key", per[name], samples[name], ref) for name in fns]
+
+
+def bulk_case(case_id: str, case: str, nodes: list[str], keys: list[str],
+              plan: Plan) -> list[Row]:
+    fns: dict[str, Callable[[], Any]] = {}
+    for impl in im.MANY:
+        call = im.bulk_call(impl, ring(impl, nodes))
+        out = call(keys[:1000])
+        names = [im.node_of(impl, r, nodes) for r in out]
+        if impl.spec:
+            assert names == ring(im.BY_NAME[impl.spec], nodes).get_node_many(keys[:1000])
+        fns[impl.name] = lambda call=call: call(keys)
+        if impl is im.NATIVE:
+            one = ring(impl, nodes).get_node
+            fns["native get_node loop"] = lambda one=one: [one(k) for k in keys]
+    samples = interleaved(fns, plan.rounds, plan.turn_s)
+    return [Row(case_id, case, name, "M keys/s", len(keys), samples[name]) for name in fns]
+
+
+def build_case(case_id: str, case: str, nodes: list[str], plan: Plan) -> list[Row]:
+    fns = {impl.name: (lambda b=impl.build: b(nodes)) for impl in im.BUILD}
+    rounds = plan.slow_rounds if len(nodes) > 100 else plan.rounds
+    samples = interleaved(fns, rounds, plan.turn_s)
+    return [Row(case_id, case, name, "ms", 1, samples[name]) for name in fns]
+
+
+def mutate_case(case_id: str, case: str, nodes: list[str], plan: Plan,
+                add: bool) -> list[Row]:
+    fns: dict[str, Callable[[], Any]] = {}
+    setups: dict[str, Callable[[], Any]] = {}
+    for impl in im.MUTATE:
+        r = impl.build(nodes)  # private ring: mutated
+
+        def has(r: Any = r, ours: bool = impl.ours) -> bool:
+            return im.NEW_NODE in (r.nodes if ours else r.get_nodes())
+
+        def setup(r: Any = r, has: Callable[[], bool] = has) -> None:
+            if add and has():
+                r.remove_node(im.NEW_NODE)
+            elif not add and not has():
+                r.add_node(im.NEW_NODE)
+
+        op = r.add_node if add else r.remove_node
+        fns[impl.name] = lambda op=op: op(im.NEW_NODE)
+        setups[impl.name] = setup
+    samples = interleaved(fns, plan.slow_rounds, setups=setups)
+    return [Row(case_id, case, name, "ms", 1, samples[name]) for name in fns]
+
+
+def hash_cases(plan: Plan, keys: list[str]) -> list[Row]:
+    rows: list[Row] = []
+    str_keys = keys[:20_000]
+    encoded = [k.encode() for k in str_keys]
+    v100 = im.bytes_values(2000, 100)
+    mib = im.bytes_values(1, 1 << 20)[0]
+    for func in im.HASH_FUNCS:
+        fns = {
+            "native": im.loop1(im.hash_call("native", func), str_keys),
+            "python": im.loop1(im.hash_call("python", func), str_keys),
+            "xxhash-encode": im.loop1(im.hash_call("xxhash-encode", func), str_keys),
+            "xxhash": im.loop1(im.hash_call("xxhash", func), encoded),
+        }
+        for name, f in fns.items():
+            assert f() == im.expected_hash(func, str_keys[-1]), (func, name)
+        s = interleaved(fns, plan.rounds, plan.turn_s)
+        rows += [Row(f"hash/{func}/str", f"{func}, 11-byte str key", n, "ns/call",
+                     len(str_keys), s[n]) for n in fns]
+        fns = {n: im.loop1(im.hash_call(n, func), v100) for n in ("native", "python", "xxhash")}
+        s = interleaved(fns, plan.rounds, plan.turn_s)
+        rows += [Row(f"hash/{func}/100", f"{func}, 100-byte bytes", n, "ns/call",
+                     len(v100), s[n]) for n in fns]
+        reps = [mib] * 20
+        fns = {n: im.loop1(im.hash_call(n, func), reps) for n in ("native", "python", "xxhash")}
+        for name, f in fns.items():
+            assert f() == im.expected_hash(func, mib), (func, name)
+        s = interleaved(fns, plan.rounds, plan.turn_s)
+        rows += [Row(f"hash/{func}/1MiB", f"{func}, 1 MiB bytes", n, "GB/s",
+                     len(reps) * len(mib), s[n]) for n in fns]
+    return rows
+
+
+# --- balance, remap and memory (deterministic) ---------------------------------------
+
+BALANCE_IMPLS = (im.NATIVE, im.NATIVE_KETAMA, im.UHASHRING, im.UHASHRING_KETAMA,
+                 im.PYLIBMC, im.JUMP)
+
+
+def owners(impl: im.Impl, r: Any, nodes: Sequence[str], keys: list[str]) -> list[str]:
+    if impl.ours:
+        return r.get_node_many(keys)  # type: ignore[no-any-return]
+    f = impl.lookup(r)
+    if impl.index:
+        return [nodes[i] for i in map(f, keys)]
+    return list(map(f, keys))
+
+
+def _spread(counts: list[int]) -> dict[str, float]:
+    mean = statistics.fmean(counts)
+    return {"cv": statistics.pstdev(counts) / mean, "max_mean": max(counts) / mean,
+            "min_mean": min(counts) / mean}
+
+
+def balance(plan: Plan) -> dict[str, Any]:
+    nodes = im.node_names(im.SMALL)
+    keys = im.str_keys(plan.balance_keys)
+    out: dict[str, Any] = {"keys": len(keys), "nodes": len(nodes), "impls": {}, "vnodes": {}}
+    for impl in BALANCE_IMPLS:
+        c = collections.Counter(owners(impl, ring(impl, nodes), nodes, keys))
+        out["impls"][impl.name] = _spread([c[n] for n in nodes])
+    sample = keys[:20_000]
+    assert ring(im.NATIVE, nodes).get_node_many(sample) == ring(im.PYTHON, nodes).get_node_many(
+        sample)
+    for v in (40, 100, 160, 320, 1000):
+        r = im._ring.HashRing(nodes, vnodes=v)
+        c = collections.Counter(r.get_node_many(keys))
+        out["vnodes"][v] = _spread([c[n] for n in nodes])
+    return out
+
+
+MOVE_IMPLS = (im.NATIVE, im.NATIVE_KETAMA, im.UHASHRING, im.UHASHRING_KETAMA,
+              im.PYLIBMC, im.JUMP)
+
+
+def _changed(impl: im.Impl, nodes: list[str], after_nodes: list[str], add: str | None,
+             remove: str | None) -> Any:
+    """The ring after the change: incremental where the library can, else rebuilt."""
+    if impl.ours or impl in (im.UHASHRING, im.UHASHRING_KETAMA):
+        r = impl.build(nodes)
+        if add:
+            r.add_node(add)
+        if remove:
+            r.remove_node(remove)
+        if impl.ours:  # incremental must equal a fresh build
+            assert r.points() == impl.build(after_nodes).points(), impl.name
+        return r
+    return impl.build(after_nodes)
+
+
+def moves(plan: Plan) -> dict[str, Any]:
+    """Keys that moved, and the non-minimal ones: moved between two unchanged nodes."""
+    keys = im.str_keys(plan.move_keys, start=500_000)
+    out: dict[str, Any] = {"keys": len(keys), "transitions": {}}
+    for before_n, change in ((10, "add"), (10, "remove"), (99, "add")):
+        nodes = im.node_names(before_n)
+        if change == "add":
+            new, gone = f"127.0.0.{before_n + 1}:11211", None
+            after_nodes = [*nodes, new]
+        else:
+            # jump can only drop its last bucket; the rings drop that node too
+            new, gone = None, nodes[-1]
+            after_nodes = nodes[:-1]
+        label = f"{before_n} -> {len(after_nodes)} ({change})"
+        res: dict[str, Any] = {}
+        for impl in MOVE_IMPLS:
+            before = owners(impl, impl.build(nodes), nodes, keys)
+            after = owners(impl, _changed(impl, nodes, after_nodes, new, gone), after_nodes,
+                           keys)
+            moved = sum(a != b for a, b in zip(before, after, strict=True))
+            if change == "add":
+                bad = sum(a != b and b != new for a, b in zip(before, after, strict=True))
+                ideal = 1 / len(after_nodes)
+            else:
+                bad = sum(a != b and a != gone for a, b in zip(before, after, strict=True))
+                ideal = before.count(gone) / len(keys)
+            res[impl.name] = {"moved": moved / len(keys), "ideal": ideal, "non_minimal": bad}
+        out["transitions"][label] = res
+    return out
+
+
+def _rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def mem_child(name: str, count: int) -> None:
+    """In a fresh interpreter: RSS growth of ``count`` rings of 1000 nodes x 160."""
+    impl = im.BY_NAME[name]
+    nodes = im.node_names(im.LARGE)
+    impl.build(im.node_names(im.SMALL))  # load lazily imported code first
+    gc.collect()
+    before = _rss()
+    rings = [impl.build(nodes) for _ in range(count)]
+    gc.collect()
+    grown = _rss() - before
+    if impl.ours:
+        points = rings[0].num_points
+    elif impl is im.UHASHRING:
+        points = len(rings[0].runtime._keys)
+    else:  # libmemcached's continuum has exactly our ketama mode's point count
+        points = im.build_native_ketama(nodes).num_points
+    print(json.dumps({"rings": count, "rss_growth": grown, "points": points}))
+
+
+def memory(plan: Plan) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, count in plan.mem_rings.items():
+        proc = subprocess.run([sys.executable, __file__, "--mem-child", name, str(count)],
+                              capture_output=True, text=True, check=True)
+        d = json.loads(proc.stdout)
+        d["bytes_per_point"] = d["rss_growth"] / d["rings"] / d["points"]
+        d["mib_per_ring"] = d["rss_growth"] / d["rings"] / 2**20
+        out[name] = d
+    p = im.LARGE * im.VNODES
+    table = 4 * (2 ** (p.bit_length() - 1) + 1)
+    out["native layout"] = {"points": p, "bytes_per_point": (8 * p + 4 * p + table) / p,
+                            "mib_per_ring": (12 * p + table) / 2**20}
+    return out
+
+
+# --- environment ---------------------------------------------------------------------
+
+PACKAGES = ("xxhash", "uhashring", "pylibmc", "pymemcache", "jump-consistent-hash",
+            "pytest-benchmark", "Cython")
+
+
+def _git(*args: str) -> str:
+    try:
+        return subprocess.run(["git", "-C", str(im.REPO), *args], capture_output=True,
+                              text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return "?"
+
+
+def _fingerprint(path: str) -> str:
+    """sha256 prefix and mtime of a built extension: which build was measured."""
+    data = Path(path).read_bytes()
+    mtime = datetime.datetime.fromtimestamp(os.stat(path).st_mtime, datetime.timezone.utc)
+    return f"{Path(path).name} sha256 {hashlib.sha256(data).hexdigest()[:12]}, " \
+        f"built {mtime:%Y-%m-%d %H:%M UTC}"
+
+
+def environment() -> dict[str, Any]:
+    import pylibmc
+
+    import fastcore
+
+    cpu = "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    versions = {p: importlib.metadata.version(p) for p in PACKAGES}
+    versions["libmemcached (in pylibmc)"] = pylibmc.libmemcached_version
+    dirty = _git("status", "--porcelain", "--", "fastcore", "setup.py").splitlines()
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "python": f"{platform.python_implementation()} {platform.python_version()}",
+        "platform": platform.platform(),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "loadavg_start": os.getloadavg(),
+        "shardkit": f"{fastcore.__version__} (git {_git('rev-parse', '--short', 'HEAD').strip()}"
+        + (f", uncommitted: {' '.join(ln[3:] for ln in dirty)})" if dirty else ")"),
+        "fastcore.NATIVE": fastcore.NATIVE,
+        "native modules": [_fingerprint(m.__file__) for m in (im._ring, im._hash)],
+        "versions": versions,
+    }
+
+
+# --- report --------------------------------------------------------------------------
+
+
+def rows_table(rows: list[Row]) -> str:
+    lines = ["| case | implementation | calls / sample | median | best | median vs native |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    by_case: dict[str, list[Row]] = {}
+    for r in rows:
+        by_case.setdefault(r.case_id, []).append(r)
+    for case_rows in by_case.values():
+        ref = next(r for r in case_rows if r.impl == case_rows[0].ref)
+        first = True
+        for r in case_rows:
+            lines.append(
+                f"| {case_rows[0].case if first else ''} | {r.impl} | {_calls(r)} | {r.shown()} | "
+                f"{r.shown('best')} | {_ratio(r.per_unit(), ref.per_unit())} |")
+            first = False
+    return "\n".join(lines)
+
+
+def _calls(r: Row) -> str:
+    if r.unit == "ms":
+        return "1"
+    if r.unit == "GB/s":
+        return f"{r.per / 2**20:.0f} MiB"
+    return f"{r.per:,.0f}"
+
+
+def _pct(x: float) -> str:
+    return f"{x * 100:.2f}%"
+
+
+def balance_table(b: dict[str, Any]) -> str:
+    lines = [f"{b['keys']:,} keys over {b['nodes']} nodes, 160 points per node "
+             "(jump: none); CV = population std / mean of keys per node.", "",
+             "| implementation | CV | max/mean | min/mean |", "| --- | --- | --- | --- |"]
+    for name, d in b["impls"].items():
+        lines.append(f"| {name} | {_pct(d['cv'])} | {d['max_mean']:.3f} | {d['min_mean']:.3f} |")
+    lines += ["", "native (xxh3 mode) vs vnodes, same keys:", "",
+              "| vnodes | " + " | ".join(str(v) for v in b["vnodes"]) + " |",
+              "| --- |" + " --- |" * len(b["vnodes"]),
+              "| CV | " + " | ".join(_pct(d["cv"]) for d in b["vnodes"].values()) + " |",
+              "| max/mean | " + " | ".join(f"{d['max_mean']:.3f}" for d in b["vnodes"].values())
+              + " |"]
+    return "\n".join(lines)
+
+
+def moves_table(m: dict[str, Any]) -> str:
+    trans = list(m["transitions"])
+    lines = [f"{m['keys']:,} keys; moved share (ideal) / non-minimal moves (keys that moved "
+             "between two nodes that did not change). Ours and uhashring change the ring "
+             "with add_node / remove_node; pylibmc gets a new Client; jump changes its "
+             "bucket count (so the removed node is the last one, for every library).", "",
+             "| implementation | " + " | ".join(trans) + " |", "| --- |" + " --- |" * len(trans)]
+    impls = list(next(iter(m["transitions"].values())))
+    for name in impls:
+        cells = []
+        for t in trans:
+            d = m["transitions"][t][name]
+            cells.append(f"{_pct(d['moved'])} ({_pct(d['ideal'])}) / {d['non_minimal']:,}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def memory_table(mem: dict[str, Any]) -> str:
+    lines = ["RSS growth (`/proc/self/statm`) of a fresh interpreter building N rings of "
+             "1000 nodes x 160 vnodes, kept alive; divided by rings and points.", "",
+             "| implementation | rings | points per ring | MiB per ring | bytes per point |",
+             "| --- | --- | --- | --- | --- |"]
+    for name, d in mem.items():
+        lines.append(f"| {name} | {d.get('rings', '-')} | {d['points']:,} | "
+                     f"{d['mib_per_ring']:.2f} | {d['bytes_per_point']:.1f} |")
+    return "\n".join(lines)
+
+
+def _find(rows: list[Row], case_id: str, impl: str) -> Row:
+    return next(r for r in rows if r.case_id == case_id and r.impl == impl)
+
+
+def targets(rows: list[Row], b: dict[str, Any], mem: dict[str, Any],
+            m: dict[str, Any]) -> list[tuple[str, str, bool]]:
+    def ns(case_id: str, impl: str = "native") -> float:
+        return _find(rows, case_id, impl).per_unit() * 1e9
+
+    out: list[tuple[str, str, bool]] = []
+    for n, limit in ((10, 150), (1000, 200)):
+        t = ns(f"get_node/{n}")
+        out.append((f"get_node(str) <= {limit} ns, {n} nodes x 160", f"{t:.0f} ns", t <= limit))
+    for n in (10, 1000):
+        for peer, factor in (("pylibmc", 3), ("uhashring", 15)):
+            x = ns(f"get_node/{n}", peer) / ns(f"get_node/{n}")
+            out.append((f">= {factor}x faster than {peer}, {n} nodes", f"{x:.1f}x",
+                        x >= factor))
+    for n in (10, 1000):
+        rate = 1e3 / ns(f"many/{n}")
+        out.append((f"get_node_many >= 20 M keys/s, {n} nodes", f"{rate:.1f} M keys/s",
+                    rate >= 20))
+    for n in (10, 1000):
+        t = ns(f"get_nodes3/{n}")
+        out.append((f"get_nodes(key, 3) <= 300 ns, {n} nodes", f"{t:.0f} ns", t <= 300))
+    for n in (10, 1000):
+        x = ns(f"ketama/{n}", "pylibmc") / ns(f"ketama/{n}", "native-ketama")
+        out.append((f"ketama get_node faster than pylibmc, {n} nodes", f"{x:.2f}x", x > 1))
+    ms = _find(rows, "build/1000", "native").per_unit() * 1e3
+    out.append(("build 1000 x 160 <= 20 ms (xxh3 mode)", f"{ms:.1f} ms", ms <= 20))
+    bpp = mem["native"]["bytes_per_point"]
+    out.append(("<= 16 bytes per point (RSS, xxh3 mode)",
+                f"{bpp:.1f} B (layout {mem['native layout']['bytes_per_point']:.1f} B)",
+                bpp <= 16))
+    cv = b["impls"]["native"]["cv"]
+    out.append(("CV <= 8% at 160 vnodes (10 nodes, xxh3 mode)", _pct(cv), cv <= 0.08))
+    bad = sum(t["native"]["non_minimal"] for t in m["transitions"].values())
+    out.append(("zero non-minimal moves (xxh3 mode, all transitions)", f"{bad}", bad == 0))
+    return out
+
+
+# --- main ----------------------------------------------------------------------------
+
+
+@dataclass
+class Report:
+    env: dict[str, Any]
+    plan: dict[str, Any]
+    rows: list[Row] = field(default_factory=list)
+    balance: dict[str, Any] = field(default_factory=dict)
+    memory: dict[str, Any] = field(default_factory=dict)
+    moves: dict[str, Any] = field(default_factory=dict)
+
+
+def _say(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def run(plan: Plan) -> Report:
+    rep = Report(environment(), asdict(plan))
+    keys = im.str_keys(plan.bulk_keys)
+    small, large = im.node_names(im.SMALL), im.node_names(im.LARGE)
+    floors: dict[str, Callable[[str], Any]] = {
+        "floor: loop + len(key)": len,
+        "floor: fastcore xxh3_64(key)": im._hash.xxh3_64,
+    }
+    for n, nodes in ((10, small), (1000, large)):
+        _say(f"get_node, {n} nodes")
+        rep.rows += lookup_case(f"get_node/{n}", f"get_node(str), {n} nodes x 160 (ns/key)",
+                                im.GET_NODE, nodes, keys, plan,
+                                extra=floors if n == 10 else None)
+    _say("get_node, 1000 nodes, hot keys")
+    rep.rows += lookup_case("get_node/1000/hot", "get_node(str), 1000 nodes x 160, the same "
+                            "1000 keys 20 times a round: cache-warm (ns/key)",
+                            [i for i in im.GET_NODE if i is not im.RENDEZVOUS], large, keys,
+                            plan, hot=20)
+    for n, nodes in ((10, small), (1000, large)):
+        _say(f"ketama get_node, {n} nodes")
+        rep.rows += lookup_case(f"ketama/{n}", f"ketama get_node, {n} nodes x 160 (ns/key)",
+                                im.KETAMA, nodes, keys, plan)
+    for n, nodes in ((10, small), (1000, large)):
+        _say(f"get_nodes(key, 3), {n} nodes")
+        # uhashring's range() slices its whole key list per call: ~2 ms at 1000 nodes
+        rep.rows += lookup_case(f"get_nodes3/{n}", f"get_nodes(key, 3), {n} nodes x 160 "
+                                "(ns/key)", im.GET_NODES, nodes, keys, plan, n=3,
+                                few=("uhashring",) if n == 1000 else ())
+    for n, nodes in ((10, small), (1000, large)):
+        _say(f"get_node_many, {n} nodes")
+        rep.rows += bulk_case(f"many/{n}", f"get_node_many, {len(keys):,} keys, {n} nodes "
+                              "x 160 (peers: list comprehension)", nodes, keys, plan)
+    for n, nodes in ((10, small), (1000, large)):
+        _say(f"build, {n} nodes")
+        rep.rows += build_case(f"build/{n}", f"build {n} nodes x 160", nodes, plan)
+    for add in (True, False):
+        what = "add_node" if add else "remove_node"
+        _say(what)
+        rep.rows += mutate_case(f"{what}/1000", f"{what} on a 1000 x 160 ring", large, plan,
+                                add)
+    _say("hashes")
+    rep.rows += hash_cases(plan, keys)
+    _RINGS.clear()
+    _say("balance")
+    rep.balance = balance(plan)
+    _say("memory")
+    rep.memory = memory(plan)
+    _say("moves")
+    rep.moves = moves(plan)
+    rep.env["loadavg_end"] = os.getloadavg()
+    return rep
+
+
+def markdown(rep: Report, quick: bool) -> str:
+    e = rep.env
+    head = [
+        f"Run: `python bench/compare.py{' --quick' if quick else ''}` on {e['date']}; "
+        f"{e['python']}, {e['platform']}",
+        f"CPU: {e['cpu']}, {e['cores']} cores; load average at start "
+        f"{', '.join(f'{x:.2f}' for x in e['loadavg_start'])}, at end "
+        f"{', '.join(f'{x:.2f}' for x in e['loadavg_end'])}",
+        f"shardkit {e['shardkit']}, fastcore.NATIVE={e['fastcore.NATIVE']}; measured "
+        + "; ".join(e["native modules"]),
+        "Versions: " + ", ".join(f"{k} {v}" for k, v in e["versions"].items()),
+        f"Rounds: {rep.plan['rounds']} per lookup/hash case, {rep.plan['slow_rounds']} per "
+        f"1000-node build/add/remove; in its turn of a round a call repeats for "
+        f">= {rep.plan['turn_s'] * 1000:.0f} ms (up to 25 samples). A lookup sample loops "
+        f"over {rep.plan['lookup_keys']:,} distinct keys (rendezvous, and uhashring's "
+        f"get_nodes at 1000 nodes: a prefix of them lasting ~{rep.plan['max_round_s']} s; "
+        "see calls / sample).",
+    ]
+    ring_rows = [r for r in rep.rows if not r.case_id.startswith("hash/")]
+    hash_rows = [r for r in rep.rows if r.case_id.startswith("hash/")]
+    tgt = targets(rep.rows, rep.balance, rep.memory, rep.moves)
+    parts = [
+        "\n".join(f"- {h}" for h in head),
+        "### Targets (hashing.md section 7), on the medians\n\n| target | measured | met |\n"
+        "| --- | --- | --- |\n"
+        + "\n".join(f"| {t} | {v} | {'met' if ok else 'NOT met'} |" for t, v, ok in tgt),
+        "### Ring\n\npylibmc and jump return a server index (no name lookup); the "
+        "others a node name. jump = `jump.hash(xxh3_64_intdigest(key.encode()), n)`; "
+        "rendezvous = pymemcache's RendezvousHash.\n\n" + rows_table(ring_rows),
+        "### Hashes\n\n`xxhash` is the package on bytes (for the str case: on keys "
+        "encoded beforehand, a floor); `xxhash-encode` on `key.encode()`.\n\n"
+        + rows_table(hash_rows),
+        "### Balance\n\n" + balance_table(rep.balance),
+        "### Memory\n\n" + memory_table(rep.memory),
+        "### Remapping on add / remove\n\n" + moves_table(rep.moves),
+    ]
+    return "\n\n".join(parts) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="short run, about a minute")
+    ap.add_argument("--rounds", type=int, help="override the rounds of the timed cases")
+    ap.add_argument("--json", metavar="PATH", help="also write the raw numbers as JSON")
+    ap.add_argument("--mem-child", nargs=2, metavar=("IMPL", "COUNT"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.mem_child:
+        mem_child(args.mem_child[0], int(args.mem_child[1]))
+        return
+    plan = QUICK if args.quick else FULL
+    if args.rounds:
+        plan = Plan(**{**asdict(plan), "rounds": args.rounds})
+    started = time.perf_counter()
+    rep = run(plan)
+    _say(f"done in {time.perf_counter() - started:.0f} s")
+    print(markdown(rep, args.quick))
+    if args.json:
+        data = {"env": rep.env, "plan": rep.plan, "balance": rep.balance,
+                "memory": rep.memory, "moves": rep.moves,
+                "rows": [asdict(r) for r in rep.rows],
+                "targets": targets(rep.rows, rep.balance, rep.memory, rep.moves)}
+        Path(args.json).write_text(json.dumps(data, indent=1, default=str))
+
+
+if __name__ == "__main__":
+    main()

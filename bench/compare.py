@@ -10,14 +10,18 @@ Commands (run from the repository root, after ``python setup.py build_ext --inpl
     python -m pytest -c bench/pytest.ini bench/ --benchmark-disable   # smoke, each case once
     python -m pytest -c bench/pytest.ini bench/                       # timed tables
 
-Method: a case's implementations run round-robin, one round each in turn, the order
-reversed on alternate rounds, so load from other processes on a shared machine hits
-all of them alike; the table gives the median round (and the best one). A lookup round
-is a Python ``for`` loop of single calls over a prefix of the keys ``user:100000``...
-sized so that a round lasts about ``--round-ms``; results are per key. The garbage
-collector is off inside a timed round (as in ``timeit``). Balance, memory and remap
-figures are deterministic and measured once; memory is the RSS growth of a fresh
-interpreter building several 1000-node rings.
+Method: a case's implementations take turns, round-robin, the order reversed on
+alternate rounds, so load from other processes on a shared machine hits all of them
+alike. In its turn an implementation is timed once or, when that is short, again and
+again for ``turn_s`` (at most 25 samples); the table gives the median sample and the
+best one, per key (call, build). A lookup sample is a Python ``for`` loop of single
+calls over the same distinct keys ``user:100000``... for every implementation (100k;
+50k with ``--quick``), except the few whose per-key cost grows with the node count,
+which get a prefix of them (see the "calls / sample" column). The garbage collector is
+off inside a sample (as in ``timeit``); long-lived rings are ``gc.freeze()``-d so the
+collection before each turn stays cheap. Balance, memory and remap figures are
+deterministic and measured once; memory is the RSS growth of a fresh interpreter
+building several 1000-node rings.
 """
 
 from __future__ import annotations
@@ -48,9 +52,9 @@ import _impls as im
 @dataclass(frozen=True)
 class Plan:
     rounds: int  # rounds of every timed lookup / hash case
-    slow_rounds: int  # rounds of builds and add / remove (pure-Python ones take ~1 s)
-    lookup_keys: int  # distinct keys per lookup round, the same for every implementation
-    max_round_s: float  # ...unless that round would take longer: then fewer keys
+    slow_rounds: int  # rounds of 1000-node builds and add / remove (pure Python: ~0.5 s)
+    lookup_keys: int  # distinct keys per lookup sample, the same for every implementation
+    max_round_s: float  # ...but for the O(nodes)-per-key ones: a prefix lasting this long
     turn_s: float  # a function's turn repeats it (one sample each) for at least this long
     bulk_keys: int
     balance_keys: int
@@ -72,12 +76,12 @@ FULL = Plan(rounds=9, slow_rounds=7, lookup_keys=100_000, max_round_s=1.0, turn_
 
 
 def _time_once(fn: Callable[[], Any]) -> float:
-    gc.collect()
     gc.disable()
     try:
         t0 = time.perf_counter_ns()
-        fn()
+        result = fn()
         t1 = time.perf_counter_ns()
+        del result  # freeing the result (a ring, a list of 100k names) is not timed
     finally:
         gc.enable()
     return (t1 - t0) / 1e9
@@ -94,6 +98,7 @@ def interleaved(fns: dict[str, Callable[[], Any]], rounds: int, turn_s: float = 
     out: dict[str, list[float]] = {n: [] for n in names}
     for r in range(rounds):
         for name in names if r % 2 == 0 else names[::-1]:
+            gc.collect()
             spent = 0.0
             for _ in range(25):
                 if setups and name in setups:
@@ -112,8 +117,8 @@ class Row:
     case: str
     impl: str
     unit: str  # ns/key, ns/call, ms, M keys/s, GB/s
-    per: float  # work units per round: keys, calls or bytes
-    samples: list[float]  # seconds per round
+    per: float  # work units per sample: keys, calls or bytes
+    samples: list[float]  # seconds per sample
     ref: str = "native"
 
     def per_unit(self, stat: str = "median") -> float:
@@ -161,6 +166,7 @@ def ring(impl: im.Impl, nodes: Sequence[str]) -> Any:
     key = (impl.build, len(nodes))
     if key not in _RINGS:
         _RINGS[key] = impl.build(nodes)
+        gc.freeze()  # long-lived: keep the collections between turns cheap
     return _RINGS[key]
 
 
@@ -169,7 +175,7 @@ def verify(impl: im.Impl, nodes: list[str], keys: Sequence[str], n: int = 0) -> 
     r = ring(impl, nodes)
     f = impl.lookup(r)
     spec = ring(im.BY_NAME[impl.spec], nodes) if impl.spec else None
-    for k in keys[:200]:
+    for k in keys[: 20 if impl.pure_python else 200]:
         if n:
             got = f(k, n)
             assert len(set(got)) == n and set(got) <= set(nodes), (impl.name, k, got)
@@ -270,7 +276,7 @@ def hash_cases(plan: Plan, keys: list[str]) -> list[Row]:
     rows: list[Row] = []
     str_keys = keys[:20_000]
     encoded = [k.encode() for k in str_keys]
-    v100 = im.bytes_values(2000, 100)
+    v100 = im.bytes_values(20_000, 100)
     mib = im.bytes_values(1, 1 << 20)[0]
     for func in im.HASH_FUNCS:
         fns = {
@@ -529,7 +535,9 @@ def moves_table(m: dict[str, Any]) -> str:
     lines = [f"{m['keys']:,} keys; moved share (ideal) / non-minimal moves (keys that moved "
              "between two nodes that did not change). Ours and uhashring change the ring "
              "with add_node / remove_node; pylibmc gets a new Client; jump changes its "
-             "bucket count (so the removed node is the last one, for every library).", "",
+             "bucket count (so the removed node is the last one, for every library). Ketama "
+             "mode reproduces libmemcached, whose points per server depend on the server "
+             "count, so it moves keys between unchanged servers as pylibmc does.", "",
              "| implementation | " + " | ".join(trans) + " |", "| --- |" + " --- |" * len(trans)]
     impls = list(next(iter(m["transitions"].values())))
     for name in impls:
@@ -613,6 +621,7 @@ def _say(msg: str) -> None:
 def run(plan: Plan) -> Report:
     rep = Report(environment(), asdict(plan))
     keys = im.str_keys(plan.bulk_keys)
+    gc.freeze()
     small, large = im.node_names(im.SMALL), im.node_names(im.LARGE)
     floors: dict[str, Callable[[str], Any]] = {
         "floor: loop + len(key)": len,
@@ -652,6 +661,7 @@ def run(plan: Plan) -> Report:
                                 add)
     _say("hashes")
     rep.rows += hash_cases(plan, keys)
+    gc.unfreeze()
     _RINGS.clear()
     _say("balance")
     rep.balance = balance(plan)

@@ -72,10 +72,16 @@ def pick_bounded(
         if name in weights:
             total += load
     total_weight = sum(weights.values())
+    fallback, fallback_fill = "", math.inf
     for node in ring.successors(key):
-        if loads.get(node, 0) < _capacity(eps, total, weights[node], total_weight):
+        load = loads.get(node, 0)
+        if load < _capacity(eps, total, weights[node], total_weight):
             return node
-    raise AssertionError("unreachable: the capacities sum to more than the total load")
+        if load / weights[node] < fallback_fill:
+            fallback, fallback_fill = node, load / weights[node]
+    # Only reachable when nodes without points (ketama, tiny weight share) hold part
+    # of the capacity: the least filled node that can take keys gets it.
+    return fallback
 
 
 class BoundedLoadBalancer:

@@ -83,7 +83,7 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     lines = []
     for n, row in enumerate(cells):
         lines.append("  ".join(c.rjust(w) if n and i else c.ljust(w)
-                               for i, (c, w) in enumerate(zip(row, widths))))
+                               for i, (c, w) in enumerate(zip(row, widths))).rstrip())
         if n == 0:
             lines.append("  ".join("-" * w for w in widths))
     return "\n".join(lines)

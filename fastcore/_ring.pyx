@@ -32,6 +32,7 @@ from fastcore._ring_py import (
     _check_int,
     _check_name,
     _normalise_nodes,
+    _too_many,
     ketama_host_label,
 )
 
@@ -54,6 +55,7 @@ cdef class _Snapshot:
     cdef uint32_t* own
     cdef uint32_t* table
     cdef Py_ssize_t npts
+    cdef Py_ssize_t holders  # nodes that own at least one point
     cdef int shift
     cdef tuple names
     cdef dict weights
@@ -337,6 +339,7 @@ cdef class HashRing:
         cdef _Snapshot s = _Snapshot()
         s.weights = weights
         s.names = tuple(weights)
+        s.holders = len(s.names)
         s.npts = npts
         s.pts = <uint64_t*>malloc(max(npts, 1) * sizeof(uint64_t))
         s.own = <uint32_t*>malloc(max(npts, 1) * sizeof(uint32_t))
@@ -348,6 +351,7 @@ cdef class HashRing:
         cdef list counts = self._counts(weights)
         cdef Py_ssize_t npts = sum(counts), at = 0, j
         cdef _Snapshot s = self._new_snapshot(weights, npts)
+        s.holders = sum(1 for c in counts if c)
         cdef uint32_t index = 0
         cdef uint64_t count
         cdef bytes label
@@ -521,8 +525,8 @@ cdef class HashRing:
                 want = 0
         if want < 1 or want > MAX_NODES_C:
             _check_int(n, "n", 1, MAX_NODES)
-        if want > nnodes and nnodes:
-            raise InvalidArgumentError(f"n={n} exceeds the {nnodes} nodes on the ring")
+        if want > s.holders and nnodes:
+            raise InvalidArgumentError(_too_many(n, s.holders, nnodes))
         cdef Py_ssize_t i = self._start(s, key), got = 0, k
         cdef uint32_t o
         cdef uint32_t small[16]
@@ -688,7 +692,7 @@ cdef class _Successors:
     def __cinit__(self, _Snapshot s, Py_ssize_t start):
         self.s = s
         self.i = start
-        self.left = len(s.names)
+        self.left = s.holders
         self.seen = bytearray(len(s.names))
 
     def __iter__(self):

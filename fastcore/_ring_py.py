@@ -117,6 +117,15 @@ def _key_bytes(key: object, hash_tags: bool) -> bytes:
     return data
 
 
+def _too_many(n: int, holders: int, nodes: int) -> str:
+    if holders == nodes:
+        return f"n={n} exceeds the {nodes} nodes on the ring"
+    return (
+        f"n={n} exceeds the {holders} nodes that hold points ({nodes - holders} of the "
+        f"{nodes} nodes got no ketama point: their weight share is too small)"
+    )
+
+
 def _as_list(keys: Iterable[Key]) -> list[Key]:
     if isinstance(keys, (str, bytes)):
         raise ArgumentTypeError(
@@ -191,7 +200,7 @@ def _xxh3_points(name: str, count: int) -> list[int]:
 class _State:
     """An immutable snapshot of the ring; mutations build a new one and swap it in."""
 
-    __slots__ = ("names", "owners", "points", "weights")
+    __slots__ = ("holders", "names", "owners", "points", "weights")
 
     def __init__(
         self, weights: dict[str, int], points: list[int], owners: list[int]
@@ -200,6 +209,8 @@ class _State:
         self.names: tuple[str, ...] = tuple(weights)
         self.points = points
         self.owners = owners
+        # ketama can give a node of tiny weight share no point: it then owns no key
+        self.holders = len(set(owners))
 
 
 class HashRing:
@@ -387,10 +398,8 @@ class HashRing:
         """
         state = self._state
         _check_int(n, "n", 1, MAX_NODES)
-        if n > len(state.names) and state.names:
-            raise InvalidArgumentError(
-                f"n={n} exceeds the {len(state.names)} nodes on the ring"
-            )
+        if n > state.holders and state.names:
+            raise InvalidArgumentError(_too_many(n, state.holders, len(state.names)))
         i = self._start(state, key)
         result: list[str] = []
         seen: set[int] = set()
@@ -416,7 +425,7 @@ class HashRing:
     @staticmethod
     def _walk(state: _State, i: int) -> Iterator[str]:
         seen: set[int] = set()
-        owners, total, count = state.owners, len(state.owners), len(state.names)
+        owners, total, count = state.owners, len(state.owners), state.holders
         while len(seen) < count:
             owner = owners[i]
             if owner not in seen:

@@ -92,3 +92,11 @@ def test_threads_share_a_balancer(impl: Impl) -> None:
         t.join()
     loads = balancer.loads
     assert sum(loads.values()) == 2000 == len(balancer)
+
+
+def test_nodes_without_points_do_not_stall_assignment(impl: Impl) -> None:
+    # ketama gives each light node 0 points here; only "a" can take keys
+    weights = {"a:1": 5, **{f"t{i}:1": 1 for i in range(5)}}
+    ring = impl.ring.HashRing(weights, mode="ketama", vnodes=4)
+    balancer = BoundedLoadBalancer(ring, eps=0.25)
+    assert {balancer.assign(f"k{i}") for i in range(50)} == {"a:1"}

@@ -29,7 +29,7 @@ def test_same_placement(native: Impl, python_impl: Impl, nodes: dict[str, int], 
     assert a.num_points == b.num_points and a.nodes == b.nodes
     assert a.get_node_many(ks) == b.get_node_many(ks)
     assert a.group_by_node(ks) == b.group_by_node(ks)
-    n = len(nodes)
+    n = len({node for _, node in a.points()})  # ketama may leave a light node no point
     for key in ks[:10]:
         assert a.key_hash(key) == b.key_hash(key)
         assert a.get_nodes(key, n) == b.get_nodes(key, n)

@@ -8,6 +8,8 @@ import pylibmc
 import pytest
 from conftest import Impl
 
+from fastcore import InvalidArgumentError
+
 ORACLE_KEYS = [f"user:{i}" for i in range(100_000, 200_000)]
 
 
@@ -121,3 +123,14 @@ def test_mutation_rebuilds_like_libmemcached(impl: Impl) -> None:
     ring.set_weight("127.0.0.1:11212", 3)
     oracle = pylibmc_owner(rest, [3] + [1] * (len(rest) - 1))
     assert ring.get_node_many(keys) == [oracle(k) for k in keys]
+
+
+def test_node_without_points(impl: Impl) -> None:
+    # 4 points at equal weight: a node with 1/10 of the weight gets floor(0.4)*4 = 0
+    ring = impl.ring.HashRing({"a:1": 9, "b:1": 9, "tiny:1": 1}, mode="ketama", vnodes=4)
+    assert {n for _, n in ring.points()} == {"a:1", "b:1"}
+    assert set(ring.get_node_many(ORACLE_KEYS[:300])) == {"a:1", "b:1"}
+    assert len(ring.get_nodes("k", 2)) == 2
+    assert sorted(ring.successors("k")) == ["a:1", "b:1"]
+    with pytest.raises(InvalidArgumentError, match="got no ketama point"):
+        ring.get_nodes("k", 3)

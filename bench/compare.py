@@ -12,16 +12,17 @@ Commands (run from the repository root, after ``python setup.py build_ext --inpl
 
 Method: a case's implementations take turns, round-robin, the order reversed on
 alternate rounds, so load from other processes on a shared machine hits all of them
-alike. In its turn an implementation is timed once or, when that is short, again and
-again for ``turn_s`` (at most 25 samples); the table gives the median sample and the
-best one, per key (call, build). A lookup sample is a Python ``for`` loop of single
-calls over the same distinct keys ``user:100000``... for every implementation (100k;
-50k with ``--quick``), except the few whose per-key cost grows with the node count,
-which get a prefix of them (see the "calls / sample" column). The garbage collector is
-off inside a sample (as in ``timeit``); long-lived rings are ``gc.freeze()``-d so the
-collection before each turn stays cheap. Balance, memory and remap figures are
-deterministic and measured once; memory is the RSS growth of a fresh interpreter
-building several 1000-node rings.
+alike. In its turn an implementation is timed again and again for ``turn_s``; the
+table gives the median sample and the best one, per key (call, build). Lookup and
+hash samples are short (a chunk of calls lasting ~1 ms) so that on a busy 2-core
+machine most samples see no preemption; successive chunks cycle through the same
+100k distinct keys ``user:100000``... for every implementation (50k with
+``--quick``), so the measured working set is theirs, except for the few whose
+per-key cost grows with the node count, which cycle through a prefix (the "of N"
+column). The garbage collector is off inside a sample (as in ``timeit``); long-lived
+rings are ``gc.freeze()``-d so the collection before each turn stays cheap. Balance,
+memory and remap figures are deterministic and measured once; memory is the RSS
+growth of a fresh interpreter building several 1000-node rings.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ class Plan:
     lookup_keys: int  # distinct keys per lookup sample, the same for every implementation
     max_round_s: float  # ...but for the O(nodes)-per-key ones: a prefix lasting this long
     turn_s: float  # a function's turn repeats it (one sample each) for at least this long
+    sample_s: float  # lookups and hashes: a sample is a chunk of keys lasting about this
     bulk_keys: int
     balance_keys: int
     move_keys: int
@@ -63,10 +65,12 @@ class Plan:
 
 
 QUICK = Plan(rounds=3, slow_rounds=3, lookup_keys=50_000, max_round_s=0.5, turn_s=0.03,
+             sample_s=0.001,
              bulk_keys=im.BULK_KEYS, balance_keys=1_000_000, move_keys=100_000,
              mem_rings={"native": 20, "native-ketama": 20, "python": 1, "uhashring": 1,
                         "pylibmc": 5})
 FULL = Plan(rounds=9, slow_rounds=7, lookup_keys=100_000, max_round_s=1.0, turn_s=0.1,
+            sample_s=0.001,
             bulk_keys=im.BULK_KEYS, balance_keys=1_000_000, move_keys=200_000,
             mem_rings={"native": 20, "native-ketama": 20, "python": 3, "uhashring": 3,
                        "pylibmc": 10})
@@ -87,28 +91,52 @@ def _time_once(fn: Callable[[], Any]) -> float:
     return (t1 - t0) / 1e9
 
 
-def interleaved(fns: dict[str, Callable[[], Any]], rounds: int, turn_s: float = 0.0,
-                setups: dict[str, Callable[[], Any]] | None = None) -> dict[str, list[float]]:
+Runner = Callable[[], Any]
+
+
+def interleaved(fns: dict[str, Runner | list[Runner]], rounds: int, turn_s: float = 0.0,
+                setups: dict[str, Runner] | None = None) -> dict[str, list[float]]:
     """Seconds of each timed call of each function, run round-robin (order reversed on
     alternate rounds). In its turn a function runs again until ``turn_s`` has passed
-    (at most 25 times): short calls get more samples, which a median needs on a busy
-    machine. ``setups[name]`` runs untimed before each call of that one (then once a
-    turn)."""
+    (at most 1000 samples): short calls get many samples, so that on a busy machine
+    most of them see no preemption and the median does not either. A list of functions
+    (the chunks of one case) is cycled through, one per sample. ``setups[name]`` runs
+    untimed before each call of that one (then once a turn)."""
     names = list(fns)
+    runs = {n: f if isinstance(f, list) else [f] for n, f in fns.items()}
+    nxt = dict.fromkeys(names, 0)
     out: dict[str, list[float]] = {n: [] for n in names}
     for r in range(rounds):
         for name in names if r % 2 == 0 else names[::-1]:
             gc.collect()
             spent = 0.0
-            for _ in range(25):
+            for _ in range(1000):
                 if setups and name in setups:
                     setups[name]()
-                t = _time_once(fns[name])
+                fn = runs[name][nxt[name] % len(runs[name])]
+                nxt[name] += 1
+                t = _time_once(fn)
                 out[name].append(t)
                 spent += t
                 if spent >= turn_s or setups:
                     break
     return out
+
+
+def chunked(f: Callable[..., Any], pool: Sequence[Any], plan: Plan, n: int = 0,
+            least: int = 100) -> tuple[int, list[Runner]]:
+    """Split ``pool`` into chunks that take about ``plan.sample_s`` each (at least
+    ``least`` calls); returns the chunk length and one loop per chunk. Successive
+    samples walk the whole pool, so its working set is what is measured."""
+    probe = list(pool[: min(len(pool), 200)])
+    run = im.loop2(f, probe, n) if n else im.loop1(f, probe)
+    run()  # warm up
+    t = min(_time_once(run) for _ in range(3)) / len(probe)
+    size = max(least, min(len(pool), int(plan.sample_s / max(t, 1e-9))))
+    starts = range(0, len(pool) - size + 1, size)
+    loops = [im.loop2(f, pool[i:i + size], n) if n else im.loop1(f, pool[i:i + size])
+             for i in starts]
+    return size, loops
 
 
 @dataclass
@@ -120,6 +148,7 @@ class Row:
     per: float  # work units per sample: keys, calls or bytes
     samples: list[float]  # seconds per sample
     ref: str = "native"
+    pool: int = 0  # distinct inputs the samples cycle through (0: one input)
 
     def per_unit(self, stat: str = "median") -> float:
         s = statistics.median(self.samples) if stat == "median" else min(self.samples)
@@ -197,13 +226,14 @@ def lookup_case(case_id: str, case: str, impls: Sequence[im.Impl], nodes: list[s
                 keys: list[str], plan: Plan, n: int = 0,
                 extra: dict[str, Callable[[str], Any]] | None = None,
                 hot: int = 0, few: Sequence[str] = ("rendezvous",)) -> list[Row]:
-    """Single-key calls, ns/key. Each implementation loops over the same
-    ``plan.lookup_keys`` distinct keys, except those in ``few`` (per-key cost grows
-    with the node count): they get a prefix that lasts about ``plan.max_round_s``.
-    ``hot``: loop ``hot`` times over the first 1000 keys instead (a cache-warm working
-    set). ``n``: time ``f(key, n)`` (get_nodes)."""
-    fns: dict[str, Callable[[], Any]] = {}
+    """Single-key calls, ns/key. Every implementation cycles through the same
+    ``plan.lookup_keys`` distinct keys in chunks of about ``plan.sample_s``, except
+    those in ``few`` (per-key cost grows with the node count): they cycle through a
+    prefix of the keys that lasts about ``plan.max_round_s``. ``hot``: the pool is the
+    first 1000 keys only (a cache-warm working set). ``n``: time ``f(key, n)``."""
+    fns: dict[str, Runner | list[Runner]] = {}
     per: dict[str, int] = {}
+    pools: dict[str, int] = {}
     calls: dict[str, Callable[..., Any]] = {}
     for impl in impls:
         verify(impl, nodes, keys, n)
@@ -211,18 +241,23 @@ def lookup_case(case_id: str, case: str, impls: Sequence[im.Impl], nodes: list[s
     calls.update(extra or {})
     for name, f in calls.items():
         if hot:
-            ks = keys[:1000] * hot
+            pool = keys[:1000] * 20  # 1000 distinct keys, repeated: cache-warm
         elif name not in few:
-            ks = keys[: plan.lookup_keys]
+            pool = keys[: plan.lookup_keys]
         else:
             probe = keys[:3] if name == "rendezvous" and len(nodes) > 100 else keys[:200]
             fp = im.loop2(f, probe, n) if n else im.loop1(f, probe)
-            ks = keys[: _keys_for(fp, len(probe), plan)]
-        per[name] = len(ks)
-        fns[name] = im.loop2(f, ks, n) if n else im.loop1(f, ks)
+            pool = keys[: _keys_for(fp, len(probe), plan)]
+        if name in few:  # the whole prefix a sample: per-key cost varies a lot by key
+            per[name] = len(pool)
+            fns[name] = im.loop2(f, pool, n) if n else im.loop1(f, pool)
+        else:
+            per[name], fns[name] = chunked(f, pool, plan, n)
+        pools[name] = 1000 if hot else len(pool)
     ref = impls[0].name
     samples = interleaved(fns, plan.rounds, plan.turn_s)
-    return [Row(case_id, case, name, "ns/key", per[name], samples[name], ref) for name in fns]
+    return [Row(case_id, case, name, "ns/key", per[name], samples[name], ref, pools[name])
+            for name in fns]
 
 
 def bulk_case(case_id: str, case: str, nodes: list[str], keys: list[str],
@@ -279,28 +314,29 @@ def hash_cases(plan: Plan, keys: list[str]) -> list[Row]:
     v100 = im.bytes_values(20_000, 100)
     mib = im.bytes_values(1, 1 << 20)[0]
     for func in im.HASH_FUNCS:
-        fns = {
-            "native": im.loop1(im.hash_call("native", func), str_keys),
-            "python": im.loop1(im.hash_call("python", func), str_keys),
-            "xxhash-encode": im.loop1(im.hash_call("xxhash-encode", func), str_keys),
-            "xxhash": im.loop1(im.hash_call("xxhash", func), encoded),
-        }
-        for name, f in fns.items():
-            assert f() == im.expected_hash(func, str_keys[-1]), (func, name)
-        s = interleaved(fns, plan.rounds, plan.turn_s)
-        rows += [Row(f"hash/{func}/str", f"{func}, 11-byte str key", n, "ns/call",
-                     len(str_keys), s[n]) for n in fns]
-        fns = {n: im.loop1(im.hash_call(n, func), v100) for n in ("native", "python", "xxhash")}
-        s = interleaved(fns, plan.rounds, plan.turn_s)
-        rows += [Row(f"hash/{func}/100", f"{func}, 100-byte bytes", n, "ns/call",
-                     len(v100), s[n]) for n in fns]
-        reps = [mib] * 20
-        fns = {n: im.loop1(im.hash_call(n, func), reps) for n in ("native", "python", "xxhash")}
-        for name, f in fns.items():
-            assert f() == im.expected_hash(func, mib), (func, name)
-        s = interleaved(fns, plan.rounds, plan.turn_s)
-        rows += [Row(f"hash/{func}/1MiB", f"{func}, 1 MiB bytes", n, "GB/s",
-                     len(reps) * len(mib), s[n]) for n in fns]
+        for label, tag, unit, impls in (
+            ("11-byte str key", "str", "ns/call", ("native", "python", "xxhash-encode", "xxhash")),
+            ("100-byte bytes", "100", "ns/call", ("native", "python", "xxhash")),
+            ("1 MiB bytes", "1MiB", "GB/s", ("native", "python", "xxhash")),
+        ):
+            fns: dict[str, Runner | list[Runner]] = {}
+            per: dict[str, int] = {}
+            pools: dict[str, int] = {}
+            for name in impls:
+                pool: list[Any]
+                if tag == "str":
+                    pool = encoded if name == "xxhash" else str_keys
+                else:
+                    pool = v100 if tag == "100" else [mib] * 50
+                f = im.hash_call(name, func)
+                assert f(pool[-1]) == im.expected_hash(func, pool[-1]), (func, name)
+                per[name], fns[name] = chunked(f, pool, plan, least=1)
+                pools[name] = len(pool) if tag != "1MiB" else 1
+            s = interleaved(fns, plan.rounds, plan.turn_s)
+            for name in fns:
+                size = per[name] * (len(mib) if tag == "1MiB" else 1)
+                rows.append(Row(f"hash/{func}/{tag}", f"{func}, {label}", name, unit, size,
+                                s[name], pool=pools[name]))
     return rows
 
 
@@ -487,7 +523,8 @@ def environment() -> dict[str, Any]:
 
 
 def rows_table(rows: list[Row]) -> str:
-    lines = ["| case | implementation | calls / sample | median | best | median vs native |",
+    lines = ["| case | implementation | calls per sample (of distinct inputs) | median | best "
+             "| median vs native |",
              "| --- | --- | --- | --- | --- | --- |"]
     by_case: dict[str, list[Row]] = {}
     for r in rows:
@@ -507,8 +544,8 @@ def _calls(r: Row) -> str:
     if r.unit == "ms":
         return "1"
     if r.unit == "GB/s":
-        return f"{r.per / 2**20:.0f} MiB"
-    return f"{r.per:,.0f}"
+        return f"{r.per / 2**20:.0f} x 1 MiB"
+    return f"{r.per:,.0f}" + (f" (of {r.pool:,})" if r.pool > 1 else "")
 
 
 def _pct(x: float) -> str:
@@ -633,8 +670,8 @@ def run(plan: Plan) -> Report:
                                 im.GET_NODE, nodes, keys, plan,
                                 extra=floors if n == 10 else None)
     _say("get_node, 1000 nodes, hot keys")
-    rep.rows += lookup_case("get_node/1000/hot", "get_node(str), 1000 nodes x 160, the same "
-                            "1000 keys 20 times a round: cache-warm (ns/key)",
+    rep.rows += lookup_case("get_node/1000/hot", "get_node(str), 1000 nodes x 160, "
+                            "1000 distinct keys only: cache-warm (ns/key)",
                             [i for i in im.GET_NODE if i is not im.RENDEZVOUS], large, keys,
                             plan, hot=20)
     for n, nodes in ((10, small), (1000, large)):
@@ -685,11 +722,12 @@ def markdown(rep: Report, quick: bool) -> str:
         + "; ".join(e["native modules"]),
         "Versions: " + ", ".join(f"{k} {v}" for k, v in e["versions"].items()),
         f"Rounds: {rep.plan['rounds']} per lookup/hash case, {rep.plan['slow_rounds']} per "
-        f"1000-node build/add/remove; in its turn of a round a call repeats for "
-        f">= {rep.plan['turn_s'] * 1000:.0f} ms (up to 25 samples). A lookup sample loops "
-        f"over {rep.plan['lookup_keys']:,} distinct keys (rendezvous, and uhashring's "
-        f"get_nodes at 1000 nodes: a prefix of them lasting ~{rep.plan['max_round_s']} s; "
-        "see calls / sample).",
+        f"1000-node build/add/remove; in its turn of a round an implementation repeats "
+        f"samples for >= {rep.plan['turn_s'] * 1000:.0f} ms. A lookup or hash sample is a "
+        f"chunk of ~{rep.plan['sample_s'] * 1000:.0f} ms of calls; successive samples "
+        f"cycle through {rep.plan['lookup_keys']:,} distinct keys (rendezvous, and "
+        "uhashring's get_nodes at 1000 nodes: through a prefix of them lasting "
+        f"~{rep.plan['max_round_s']} s).",
     ]
     ring_rows = [r for r in rep.rows if not r.case_id.startswith("hash/")]
     hash_rows = [r for r in rep.rows if r.case_id.startswith("hash/")]

@@ -47,12 +47,18 @@ cdef enum:
     NOGIL_BULK = 512
 
 
+cdef packed struct _Pt:
+    # 12 bytes: a point and its owner (index into names) share a cache line, so a
+    # lookup on a big ring pays one memory access for both.
+    uint64_t p
+    uint32_t o
+
+
 cdef class _Snapshot:
-    # Immutable once built: sorted points, the owner (index into names) of each,
-    # and a table of 2**bits + 1 offsets so that a lookup only binary-searches the
-    # few points that share the hash's top bits.
-    cdef uint64_t* pts
-    cdef uint32_t* own
+    # Immutable once built: sorted points with their owners, and a table of
+    # 2**bits + 1 offsets so that a lookup only binary-searches the few points that
+    # share the hash's top bits (bits = floor(log2(points)): <= 4 bytes per point).
+    cdef _Pt* e
     cdef uint32_t* table
     cdef Py_ssize_t npts
     cdef Py_ssize_t holders  # nodes that own at least one point
@@ -61,14 +67,12 @@ cdef class _Snapshot:
     cdef dict weights
 
     def __cinit__(self):
-        self.pts = NULL
-        self.own = NULL
+        self.e = NULL
         self.table = NULL
         self.npts = 0
 
     def __dealloc__(self):
-        free(self.pts)
-        free(self.own)
+        free(self.e)
         free(self.table)
 
 
@@ -111,10 +115,10 @@ cdef inline Py_ssize_t _lower(_Snapshot s, uint64_t h) noexcept nogil:
     cdef Py_ssize_t lo = s.table[b]
     cdef Py_ssize_t hi = s.table[b + 1]
     cdef Py_ssize_t mid
-    cdef const uint64_t* pts = s.pts
+    cdef const _Pt* e = s.e
     while lo < hi:
         mid = (lo + hi) >> 1
-        if pts[mid] < h:
+        if e[mid].p < h:
             lo = mid + 1
         else:
             hi = mid
@@ -129,7 +133,7 @@ cdef void _search_all(_Snapshot s, uint64_t* pos, Py_ssize_t n) noexcept nogil:
     # replaces each ring position by the index of the node that owns it
     cdef Py_ssize_t i
     for i in range(n):
-        pos[i] = s.own[_lower(s, pos[i])]
+        pos[i] = s.e[_lower(s, pos[i])].o
 
 
 @cython.boundscheck(False)
@@ -146,7 +150,7 @@ cdef int _finish(_Snapshot s) except -1:
     if s.table == NULL:
         raise MemoryError()
     for b in range(size):
-        while i < s.npts and (s.pts[i] >> s.shift) < <uint64_t>b:
+        while i < s.npts and (s.e[i].p >> s.shift) < <uint64_t>b:
             i += 1
         s.table[b] = <uint32_t>i
     s.table[size] = <uint32_t>s.npts
@@ -155,21 +159,19 @@ cdef int _finish(_Snapshot s) except -1:
 
 @cython.boundscheck(False)
 @cython.wraparound(False)
-cdef int _radix_sort(uint64_t* pts, uint32_t* own, uint64_t* tp, uint32_t* to,
-                     Py_ssize_t n) noexcept nogil:
+cdef int _radix_sort(_Pt* a, _Pt* tmp, Py_ssize_t n) noexcept nogil:
     # Stable LSD radix sort by point (8 passes of 8 bits); equal points keep their
     # input order, which is the tie order the caller arranged.
     cdef Py_ssize_t counts[256]
     cdef Py_ssize_t i, total, c
     cdef int shift, d
-    cdef uint64_t* sp
-    cdef uint32_t* so
+    cdef _Pt* swap
     cdef int passes = 0
     for shift in range(0, 64, 8):
         memset(counts, 0, sizeof(counts))
         for i in range(n):
-            counts[(pts[i] >> shift) & 0xFF] += 1
-        if counts[(pts[0] >> shift) & 0xFF] == n:
+            counts[(a[i].p >> shift) & 0xFF] += 1
+        if counts[(a[0].p >> shift) & 0xFF] == n:
             continue  # every point has this digit: the pass would not move anything
         total = 0
         for d in range(256):
@@ -177,33 +179,26 @@ cdef int _radix_sort(uint64_t* pts, uint32_t* own, uint64_t* tp, uint32_t* to,
             counts[d] = total
             total += c
         for i in range(n):
-            d = (pts[i] >> shift) & 0xFF
-            tp[counts[d]] = pts[i]
-            to[counts[d]] = own[i]
+            d = (a[i].p >> shift) & 0xFF
+            tmp[counts[d]] = a[i]
             counts[d] += 1
-        sp = pts; pts = tp; tp = sp
-        so = own; own = to; to = so
+        swap = a; a = tmp; tmp = swap
         passes += 1
-    # after an odd number of passes the result sits in the caller's scratch arrays
+    # after an odd number of passes the result sits in the caller's scratch array
     return passes
 
 
-cdef Py_ssize_t _sort_into(uint64_t* pts, uint32_t* own, Py_ssize_t n) except -1:
-    cdef uint64_t* tp = <uint64_t*>malloc(max(n, 1) * sizeof(uint64_t))
-    cdef uint32_t* to = <uint32_t*>malloc(max(n, 1) * sizeof(uint32_t))
+cdef int _sort_into(_Pt* a, Py_ssize_t n) except -1:
+    cdef _Pt* tmp = <_Pt*>malloc(max(n, 1) * sizeof(_Pt))
     cdef int passes
-    if tp == NULL or to == NULL:
-        free(tp)
-        free(to)
+    if tmp == NULL:
         raise MemoryError()
     if n > 0:
         with nogil:
-            passes = _radix_sort(pts, own, tp, to, n)
+            passes = _radix_sort(a, tmp, n)
         if passes & 1:
-            memcpy(pts, tp, n * sizeof(uint64_t))
-            memcpy(own, to, n * sizeof(uint32_t))
-    free(tp)
-    free(to)
+            memcpy(a, tmp, n * sizeof(_Pt))
+    free(tmp)
     return 0
 
 
@@ -223,7 +218,7 @@ cdef inline Py_ssize_t _write_uint(uint8_t* out, uint64_t v) noexcept nogil:
 
 
 cdef void _xxh3_points(const uint8_t* name, Py_ssize_t nlen, uint64_t count,
-                       uint8_t* buf, uint64_t* out) noexcept nogil:
+                       uint8_t* buf, _Pt* out, uint32_t owner) noexcept nogil:
     # points of one node: xxh3_64(b"<name>#<i>") for i in range(count)
     cdef uint64_t i
     cdef Py_ssize_t k
@@ -231,11 +226,12 @@ cdef void _xxh3_points(const uint8_t* name, Py_ssize_t nlen, uint64_t count,
     buf[nlen] = c'#'
     for i in range(count):
         k = _write_uint(buf + nlen + 1, i)
-        out[i] = sk_xxh3_64(buf, <size_t>(nlen + 1 + k), 0)
+        out[i].p = sk_xxh3_64(buf, <size_t>(nlen + 1 + k), 0)
+        out[i].o = owner
 
 
 cdef void _ketama_points(const uint8_t* label, Py_ssize_t llen, uint64_t count,
-                         uint8_t* buf, uint64_t* out) noexcept nogil:
+                         uint8_t* buf, _Pt* out, uint32_t owner) noexcept nogil:
     # four little-endian 32-bit points per md5(b"<label>-<i>"), kept in the top half
     cdef uint64_t i
     cdef Py_ssize_t k
@@ -247,9 +243,10 @@ cdef void _ketama_points(const uint8_t* label, Py_ssize_t llen, uint64_t count,
         k = _write_uint(buf + llen + 1, i)
         sk_md5(buf, <size_t>(llen + 1 + k), digest)
         for a in range(4):
-            out[i * 4 + a] = (<uint64_t>digest[a * 4] | (<uint64_t>digest[a * 4 + 1] << 8)
-                              | (<uint64_t>digest[a * 4 + 2] << 16)
-                              | (<uint64_t>digest[a * 4 + 3] << 24)) << 32
+            out[i * 4 + a].p = (<uint64_t>digest[a * 4] | (<uint64_t>digest[a * 4 + 1] << 8)
+                                | (<uint64_t>digest[a * 4 + 2] << 16)
+                                | (<uint64_t>digest[a * 4 + 3] << 24)) << 32
+            out[i * 4 + a].o = owner
 
 
 cdef inline uint64_t _ketama_count(uint64_t weight, uint64_t total, uint64_t live,
@@ -266,15 +263,15 @@ cdef void _order_ties_by_name(_Snapshot s):
     # the documented one (node name) so every process builds the same ring.
     cdef Py_ssize_t i = 0, j, k
     while i + 1 < s.npts:
-        if s.pts[i] != s.pts[i + 1]:
+        if s.e[i].p != s.e[i + 1].p:
             i += 1
             continue
         j = i + 1
-        while j + 1 < s.npts and s.pts[j + 1] == s.pts[i]:
+        while j + 1 < s.npts and s.e[j + 1].p == s.e[i].p:
             j += 1
-        run = sorted([(s.names[s.own[k]].encode(), s.own[k]) for k in range(i, j + 1)])
+        run = sorted([(s.names[s.e[k].o].encode(), s.e[k].o) for k in range(i, j + 1)])
         for k in range(i, j + 1):
-            s.own[k] = run[k - i][1]
+            s.e[k].o = run[k - i][1]
         i = j + 1
 
 
@@ -341,15 +338,14 @@ cdef class HashRing:
         s.names = tuple(weights)
         s.holders = len(s.names)
         s.npts = npts
-        s.pts = <uint64_t*>malloc(max(npts, 1) * sizeof(uint64_t))
-        s.own = <uint32_t*>malloc(max(npts, 1) * sizeof(uint32_t))
-        if s.pts == NULL or s.own == NULL:
+        s.e = <_Pt*>malloc(max(npts, 1) * sizeof(_Pt))
+        if s.e == NULL:
             raise MemoryError()
         return s
 
     cdef _Snapshot _build(self, dict weights):
         cdef list counts = self._counts(weights)
-        cdef Py_ssize_t npts = sum(counts), at = 0, j
+        cdef Py_ssize_t npts = sum(counts), at = 0
         cdef _Snapshot s = self._new_snapshot(weights, npts)
         s.holders = sum(1 for c in counts if c)
         cdef uint32_t index = 0
@@ -369,15 +365,13 @@ cdef class HashRing:
                 raise MemoryError()
             with nogil:
                 if ketama:
-                    _ketama_points(lp, llen, count, buf, s.pts + at)
+                    _ketama_points(lp, llen, count, buf, s.e + at, index)
                 else:
-                    _xxh3_points(lp, llen, count, buf, s.pts + at)
-                for j in range(<Py_ssize_t>count):
-                    s.own[at + j] = index
+                    _xxh3_points(lp, llen, count, buf, s.e + at, index)
             free(buf)
             at += count
             index += 1
-        _sort_into(s.pts, s.own, npts)
+        _sort_into(s.e, npts)
         if not self._ketama:
             _order_ties_by_name(s)
         _finish(s)
@@ -392,43 +386,36 @@ cdef class HashRing:
         cdef _Snapshot s = self._new_snapshot(weights, old.npts + <Py_ssize_t>count)
         cdef bytes label = name.encode()
         cdef uint32_t new_index = <uint32_t>len(old.names)
-        cdef uint64_t* np_ = <uint64_t*>malloc(max(count, 1) * sizeof(uint64_t))
-        cdef uint32_t* no = <uint32_t*>malloc(max(count, 1) * sizeof(uint32_t))
+        cdef _Pt* nw = <_Pt*>malloc(max(count, 1) * sizeof(_Pt))
         cdef const uint8_t* lp = <const uint8_t*>PyBytes_AS_STRING(label)
         cdef Py_ssize_t llen = len(label)
         cdef uint8_t* buf = <uint8_t*>malloc(llen + 24)
         cdef Py_ssize_t i = 0, j = 0, k = 0, m = <Py_ssize_t>count
         cdef bint take_old
         try:
-            if np_ == NULL or no == NULL or buf == NULL:
+            if nw == NULL or buf == NULL:
                 raise MemoryError()
             with nogil:
-                _xxh3_points(lp, llen, count, buf, np_)
-                for k in range(m):
-                    no[k] = new_index
-            _sort_into(np_, no, m)
-            k = 0
+                _xxh3_points(lp, llen, count, buf, nw, new_index)
+            _sort_into(nw, m)
             while i < old.npts or j < m:
                 if j == m:
                     take_old = True
                 elif i == old.npts:
                     take_old = False
-                elif old.pts[i] != np_[j]:
-                    take_old = old.pts[i] < np_[j]
+                elif old.e[i].p != nw[j].p:
+                    take_old = old.e[i].p < nw[j].p
                 else:
-                    take_old = old.names[old.own[i]].encode() < label
+                    take_old = old.names[old.e[i].o].encode() < label
                 if take_old:
-                    s.pts[k] = old.pts[i]
-                    s.own[k] = old.own[i]
+                    s.e[k] = old.e[i]
                     i += 1
                 else:
-                    s.pts[k] = np_[j]
-                    s.own[k] = no[j]
+                    s.e[k] = nw[j]
                     j += 1
                 k += 1
         finally:
-            free(np_)
-            free(no)
+            free(nw)
             free(buf)
         _order_ties_by_name(s)  # the new node's own duplicate points, if any
         _finish(s)
@@ -445,11 +432,11 @@ cdef class HashRing:
         cdef uint32_t o
         with nogil:
             for i in range(old.npts):
-                o = old.own[i]
+                o = old.e[i].o
                 if o == gone:
                     continue
-                s.pts[k] = old.pts[i]
-                s.own[k] = o - 1 if o > gone else o
+                s.e[k].p = old.e[i].p
+                s.e[k].o = o - 1 if o > gone else o
                 k += 1
         _finish(s)
         return s
@@ -489,7 +476,7 @@ cdef class HashRing:
         cdef _Snapshot s = self._snap
         cdef Py_ssize_t i
         cdef int down = 32 if self._ketama else 0
-        return [(s.pts[i] >> down, s.names[s.own[i]]) for i in range(s.npts)]
+        return [(s.e[i].p >> down, s.names[s.e[i].o]) for i in range(s.npts)]
 
     def key_hash(self, key):
         """The ring position of a key (64-bit xxh3, or 32-bit in ketama mode)."""
@@ -512,7 +499,7 @@ cdef class HashRing:
     def get_node(self, key):
         """The node that holds ``key`` (str hashed as UTF-8, or bytes)."""
         cdef _Snapshot s = self._snap
-        return <object>PyTuple_GET_ITEM(s.names, s.own[self._start(s, key)])
+        return <object>PyTuple_GET_ITEM(s.names, s.e[self._start(s, key)].o)
 
     def get_nodes(self, key, n):
         """The first ``n`` distinct nodes clockwise from ``key``: its preference list."""
@@ -540,7 +527,7 @@ cdef class HashRing:
             memset(seen, 0, nnodes)
         try:
             while got < want:
-                o = s.own[i]
+                o = s.e[i].o
                 if seen != NULL:
                     dup = seen[o]
                     seen[o] = 1
@@ -701,7 +688,7 @@ cdef class _Successors:
     def __next__(self):
         cdef uint32_t o
         while self.left:
-            o = self.s.own[self.i]
+            o = self.s.e[self.i].o
             self.i += 1
             if self.i == self.s.npts:
                 self.i = 0

@@ -462,7 +462,9 @@ def memory(plan: Plan) -> dict[str, Any]:
         d["mib_per_ring"] = d["rss_growth"] / d["rings"] / 2**20
         out[name] = d
     p = im.LARGE * im.VNODES
-    table = 4 * (2 ** (p.bit_length() - 1) + 1)
+    # fastcore/_ring.pyx: 12-byte (point, owner) entries and 2**(floor(log2 P) - 2) + 1
+    # uint32 table offsets
+    table = 4 * (2 ** max(1, p.bit_length() - 3) + 1)
     out["native layout"] = {"points": p, "bytes_per_point": (8 * p + 4 * p + table) / p,
                             "mib_per_ring": (12 * p + table) / 2**20}
     return out

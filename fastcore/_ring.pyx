@@ -114,20 +114,23 @@ cdef inline uint64_t _position(const uint8_t* p, Py_ssize_t n, bint tags,
 @cython.boundscheck(False)
 @cython.wraparound(False)
 cdef inline Py_ssize_t _lower(_Snapshot s, uint64_t h) noexcept nogil:
+    # First point >= h within the bucket of h's top bits, wrapping past the end.
+    # Branch-free halving: the comparison becomes a conditional move, so the few
+    # steps inside a bucket cost no mispredicted branches.
     cdef uint64_t b = h >> s.shift
-    cdef Py_ssize_t lo = s.table[b]
-    cdef Py_ssize_t hi = s.table[b + 1]
-    cdef Py_ssize_t mid
+    cdef Py_ssize_t base = s.table[b]
+    cdef Py_ssize_t n = s.table[b + 1] - base
+    cdef Py_ssize_t half
     cdef const _Pt* e = s.e
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        if e[mid].p < h:
-            lo = mid + 1
-        else:
-            hi = mid
-    if lo == s.npts:
+    if n > 0:
+        while n > 1:
+            half = n >> 1
+            base = base + half if e[base + half - 1].p < h else base
+            n -= half
+        base += e[base].p < h
+    if base == s.npts:
         return 0
-    return lo
+    return base
 
 
 @cython.boundscheck(False)

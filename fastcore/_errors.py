@@ -12,9 +12,15 @@ __all__ = (
     "MAX_VNODES",
     "MAX_WEIGHT",
     "ArgumentTypeError",
+    "ClockMovedBackwardsError",
+    "ClockStalledError",
     "EmptyRingError",
     "FastcoreError",
+    "GeneratorDisabledError",
+    "IdGenError",
+    "IdSpaceExhaustedError",
     "InvalidArgumentError",
+    "RangeExhaustedError",
     "UnknownNodeError",
 )
 
@@ -49,3 +55,47 @@ class UnknownNodeError(FastcoreError, KeyError):
 
     def __str__(self) -> str:  # KeyError would repr() the message
         return str(self.args[0]) if self.args else ""
+
+
+class IdGenError(FastcoreError):
+    """Root of the errors the ID core raises while issuing IDs."""
+
+
+class ClockMovedBackwardsError(IdGenError, RuntimeError):
+    """The clock moved back further than the generator waits out.
+
+    Args:
+        step_ms: how far the clock moved back, in ms.
+        backward_wait_ms: the largest step back the generator waits out.
+
+    Attributes:
+        step_ms: how far the clock moved back, in ms.
+        backward_wait_ms: the largest step back the generator waits out.
+    """
+
+    def __init__(self, step_ms: int, backward_wait_ms: int = 5) -> None:
+        super().__init__(
+            f"clock moved backwards by {step_ms} ms "
+            f"(more than the {backward_wait_ms} ms the generator waits out)"
+        )
+        self.step_ms = step_ms
+        self.backward_wait_ms = backward_wait_ms
+
+    def __reduce__(self) -> tuple[object, tuple[int, int]]:
+        return (type(self), (self.step_ms, self.backward_wait_ms))
+
+
+class ClockStalledError(IdGenError, RuntimeError):
+    """The clock did not reach the tick the generator waited for within its guard time."""
+
+
+class IdSpaceExhaustedError(IdGenError, OverflowError):
+    """The layout's time field ran out (the message names the date), or a range is used up."""
+
+
+class RangeExhaustedError(IdSpaceExhaustedError):
+    """A :class:`~fastcore.RangeCounter` has no IDs left for the request."""
+
+
+class GeneratorDisabledError(IdGenError, RuntimeError):
+    """The generator was disabled; the message is the reason given to ``disable()``."""

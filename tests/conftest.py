@@ -19,6 +19,7 @@ class Impl:
     name: str
     hash: types.ModuleType
     ring: types.ModuleType
+    ids: types.ModuleType
 
 
 def _load(name: str) -> Impl:
@@ -27,6 +28,7 @@ def _load(name: str) -> Impl:
         name=name,
         hash=importlib.import_module(f"fastcore._hash{suffix}"),
         ring=importlib.import_module(f"fastcore._ring{suffix}"),
+        ids=importlib.import_module(f"fastcore._ids{suffix}"),
     )
 
 

@@ -1,0 +1,5 @@
+"""Entry point for ``python -m idgen``."""
+
+from ._cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,318 @@
+"""idgen: generators, leases, fork safety, decoding, string forms, command line."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import multiprocessing
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import idgen
+from fastcore import InvalidArgumentError
+from idgen import (
+    ClockMovedBackwards,
+    ConfigError,
+    FileLease,
+    ForkedGeneratorError,
+    IdGenError,
+    NoFreeWorkerId,
+    SnowflakeGenerator,
+    TrueTimeGenerator,
+    decode,
+    format_id,
+    parse_id,
+)
+from idgen._cli import main as cli
+
+
+@pytest.fixture()
+def lease_dir(tmp_path: os.PathLike[str]) -> str:
+    return str(tmp_path)
+
+
+def test_snowflake_ids_increase_and_decode(lease_dir: str) -> None:
+    with SnowflakeGenerator(lease_dir=lease_dir) as gen:
+        before = time.time_ns() // 1_000_000
+        ids = [gen.next_id() for _ in range(5000)] + gen.next_ids(5000)
+        after = time.time_ns() // 1_000_000
+        assert ids == sorted(ids) and len(set(ids)) == len(ids)
+        d = gen.decode(ids[-1])
+        assert d.kind == "snowflake" and d.worker == gen.worker
+        assert before <= d.unix_ms <= after
+        assert d.timestamp.tzinfo is dt.timezone.utc
+        assert d.timestamp == dt.datetime.fromtimestamp(d.unix_ms / 1000, dt.timezone.utc)
+        assert decode(ids[-1]) == d
+        assert 0 <= d.sequence < 4096 and d.uncertainty_ms is None
+
+
+def test_fixed_worker_and_bad_options() -> None:
+    gen = SnowflakeGenerator(7)
+    assert gen.worker == 7 and gen.decode(gen.next_id()).worker == 7
+    with pytest.raises(ConfigError, match=r"worker id must be in \[0, 1023\]"):
+        SnowflakeGenerator(1024)
+    with pytest.raises(ConfigError, match="in the future"):
+        SnowflakeGenerator(1, epoch_ms=time.time_ns() // 1_000_000 + 86_400_000)
+    with pytest.raises(ConfigError, match=r"time field ends on .* within a year"):
+        SnowflakeGenerator(1, layout=idgen.IdLayout(time_bits=36, worker_bits=10, seq_bits=17),
+                           epoch_ms=time.time_ns() // 1_000_000 - 2**36 + 86_400_000)
+    with pytest.raises(ConfigError):
+        SnowflakeGenerator(1, tick_ms=0)
+    assert issubclass(ConfigError, IdGenError) and issubclass(ConfigError, ValueError)
+    assert issubclass(ClockMovedBackwards, IdGenError)
+    assert issubclass(ClockMovedBackwards, RuntimeError)
+
+
+def test_file_leases_are_exclusive_and_persist_last_time(lease_dir: str) -> None:
+    a = FileLease(lease_dir, max_worker=1)
+    b = FileLease(lease_dir, max_worker=1)
+    assert {a.worker_id, b.worker_id} == {0, 1}
+    with pytest.raises(NoFreeWorkerId, match="all 2 worker ids"):
+        FileLease(lease_dir, max_worker=1)
+    a.save_last(1_700_000_000_123)
+    worker = a.worker_id
+    a.release()
+    c = FileLease(lease_dir, max_worker=1)
+    assert c.worker_id == worker and c.last_ms == 1_700_000_000_123
+    b.release()
+    c.release()
+
+
+def test_restart_after_clock_step_back_refuses_to_reuse_time(lease_dir: str) -> None:
+    lease = FileLease(lease_dir)
+    lease.save_last(time.time_ns() // 1_000_000 + 60_000)  # last ID was "in the future"
+    lease.release()
+    gen = SnowflakeGenerator(FileLease(lease_dir, prefer=lease.worker_id))
+    assert gen.worker == lease.worker_id
+    with pytest.raises(ClockMovedBackwards) as info:
+        gen.next_id()
+    assert info.value.step_ms > 59_000
+    gen.close()
+
+
+def test_generator_persists_last_time_in_background(lease_dir: str) -> None:
+    gen = SnowflakeGenerator(lease_dir=lease_dir)
+    last = gen.decode(gen.next_id()).unix_ms
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        stored = FileLease._read_last(gen._lease._fd)  # type: ignore[union-attr]
+        if stored is not None and stored >= last:
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail("the last issued time was not persisted within 5 s")
+    gen.close()
+
+
+def test_threads_get_unique_increasing_ids() -> None:
+    gen = SnowflakeGenerator(3)
+    results: list[list[int]] = [[] for _ in range(8)]
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+
+    def work(i: int) -> None:
+        out = results[i]
+        for _ in range(5000):
+            out.append(gen.next_id())
+
+    try:
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(old)
+    everything = [x for r in results for x in r]
+    assert len(set(everything)) == len(everything) == 40_000
+    assert all(r == sorted(r) and len(set(r)) == len(r) for r in results)
+    assert None not in everything
+
+
+# --- processes --------------------------------------------------------------------------
+
+
+def _mint(lease_dir: str, count: int, queue: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+    with SnowflakeGenerator(lease_dir=lease_dir) as gen:
+        queue.put((gen.worker, gen.next_ids(count)))
+
+
+@pytest.mark.slow
+def test_unique_across_spawned_processes(lease_dir: str) -> None:
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_mint, args=(lease_dir, 50_000, queue)) for _ in range(3)]
+    for p in procs:
+        p.start()
+    results = [queue.get(timeout=60) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    workers = [w for w, _ in results]
+    ids = [i for _, batch in results for i in batch]
+    assert len(set(workers)) == 3
+    assert len(ids) == 150_000 and len(set(ids)) == 150_000
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork() is POSIX only")
+def test_forked_child_leases_a_new_worker(lease_dir: str) -> None:
+    gen = SnowflakeGenerator(lease_dir=lease_dir)
+    parent_first = gen.next_ids(1000)
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child
+        try:
+            ids = [gen.next_id() for _ in range(20_000)]
+            payload = json.dumps({"worker": gen.worker, "ids": ids}).encode()
+            os.write(write_fd, payload)
+        finally:
+            os._exit(0)
+    os.close(write_fd)
+    parent_ids = [gen.next_id() for _ in range(20_000)]
+    chunks = []
+    while chunk := os.read(read_fd, 1 << 20):
+        chunks.append(chunk)
+    os.close(read_fd)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    child = json.loads(b"".join(chunks))
+    assert child["worker"] != gen.worker
+    everything = parent_first + parent_ids + child["ids"]
+    assert len(set(everything)) == len(everything) == 41_000
+    gen.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork() is POSIX only")
+def test_forked_child_refuses_a_fixed_worker() -> None:
+    gen = SnowflakeGenerator(11)
+    gen.next_id()
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            try:
+                gen.next_id()
+                os.write(write_fd, b"issued")
+            except ForkedGeneratorError as exc:
+                os.write(write_fd, f"refused: {exc}".encode())
+        finally:
+            os._exit(0)
+    os.close(write_fd)
+    message = os.read(read_fd, 4096).decode()
+    os.close(read_fd)
+    os.waitpid(pid, 0)
+    assert message.startswith("refused: ") and "fixed worker id 11" in message
+    assert gen.next_id() > 0  # the parent goes on
+
+
+# --- TrueTime ---------------------------------------------------------------------------
+
+
+def test_truetime_uncertainty_and_ordering() -> None:
+    gen = TrueTimeGenerator(2, eps_source=lambda: (3_000, False))
+    a = gen.next_id()
+    d = gen.decode(a)
+    assert d.kind == "truetime" and d.uncertainty_ms == 4 and d.synchronised is True
+    assert gen.interval(a) == (d.unix_ms - 4, d.unix_ms + 4)
+    time.sleep(0.02)
+    b = gen.next_id()
+    assert gen.definitely_before(a, b) and not gen.definitely_before(b, a)
+    c = gen.next_id()
+    if gen.decode(c).unix_ms - gen.decode(b).unix_ms <= 8:  # overlapping intervals
+        assert not gen.definitely_before(b, c)
+    start = time.monotonic()
+    gen.commit_wait(c)
+    assert time.time() * 1000 > gen.decode(c).unix_ms + 8
+    assert time.monotonic() - start < 1
+
+
+def test_truetime_unsynchronised_clock() -> None:
+    gen = TrueTimeGenerator(2, eps_source=lambda: (16_000_000, True))
+    a, b = gen.next_id(), gen.next_id()
+    d = gen.decode(a)
+    assert d.uncertainty_ms is None and d.synchronised is False
+    assert gen.interval(a) is None and not gen.definitely_before(a, b)
+    with pytest.raises(ConfigError, match="unsynchronised"):
+        gen.commit_wait(a)
+    # an assumed bound for an unsynchronised clock, never below the kernel's own figure
+    bounded = TrueTimeGenerator(3, eps_source=lambda: (100_000, True), unsynced_bound_ms=500)
+    assert bounded.decode(bounded.next_id()).uncertainty_ms == 512
+    capped = TrueTimeGenerator(5, eps_source=lambda: (16_000_000, True), unsynced_bound_ms=500)
+    assert capped.decode(capped.next_id()).uncertainty_ms == 16_384
+
+
+def test_truetime_kernel_clock_gives_an_honest_code() -> None:
+    gen = TrueTimeGenerator(4)
+    d = gen.decode(gen.next_id())
+    # either a real bound of at most 16.4 s, or the unsynchronised code: never invented
+    assert d.uncertainty_ms is None or 1 <= d.uncertainty_ms <= 16_384
+
+
+# --- string forms -------------------------------------------------------------------------
+
+
+@given(st.lists(st.integers(0, 2**63 - 1), min_size=2, max_size=30))
+def test_fixed_width_forms_sort_like_the_ids(values: list[int]) -> None:
+    for style in ("base32", "decimal", "hex"):
+        texts = [format_id(v, style) for v in values]
+        assert len({len(t) for t in texts}) == 1
+        assert sorted(texts) == [format_id(v, style) for v in sorted(values)]
+        assert [parse_id(t, style) for t in texts] == values
+    for v in values:
+        assert parse_id(format_id(v, "json")) == v
+        assert json.loads(format_id(v, "json")) == str(v)
+        assert parse_id(format_id(v, "int")) == v
+
+
+def test_format_errors() -> None:
+    assert format_id(2**63 - 1, "base32") == "7ZZZZZZZZZZZZ"
+    assert parse_id("7zzzzzzzzzzzz") == 2**63 - 1  # case-insensitive
+    with pytest.raises(InvalidArgumentError, match=r"\[0, 2\*\*63\)"):
+        format_id(-1)
+    with pytest.raises(TypeError):
+        format_id("12")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="is not an ID"):
+        parse_id("hello")
+    with pytest.raises(ValueError, match="63-bit"):
+        parse_id(str(2**63))
+    with pytest.raises(ValueError, match="style must be"):
+        format_id(1, "roman")
+
+
+# --- command line -------------------------------------------------------------------------
+
+
+def test_cli_demo_and_mint(capsys: pytest.CaptureFixture[str], lease_dir: str,
+                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SHARDKIT_IDGEN_DIR", lease_dir)
+    assert cli([]) == 0
+    out = capsys.readouterr().out
+    assert "Snowflake" in out and "TrueTime" in out and "UUID v4" in out
+    assert cli(["snowflake", "--count", "4", "--worker", "9", "--format", "base32"]) == 0
+    lines = capsys.readouterr().out.split()
+    assert len(lines) == 4 and all(decode(parse_id(x, "base32")).worker == 9 for x in lines)
+
+
+def test_cli_decode(capsys: pytest.CaptureFixture[str]) -> None:
+    gen = SnowflakeGenerator(5)
+    value = gen.next_id()
+    assert cli(["decode", str(value), format_id(value, "base32"), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert rows[0] == rows[1] and rows[0]["worker"] == 5 and rows[0]["id"] == str(value)
+    assert cli(["decode", "not-an-id"]) == 1
+    assert "not an ID" in capsys.readouterr().err
+
+
+def test_cli_as_module(lease_dir: str) -> None:
+    env = dict(os.environ, SHARDKIT_IDGEN_DIR=lease_dir)
+    proc = subprocess.run([sys.executable, "-m", "idgen", "truetime", "--count", "2"],
+                          capture_output=True, text=True, env=env, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert len(proc.stdout.split()) == 2

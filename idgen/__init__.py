@@ -34,7 +34,7 @@ from ._generators import (
     UUIDGenerator,
     decode,
 )
-from ._lease import FileLease, WorkerLease, default_lease_dir
+from ._lease import FileLease, RedisLease, WorkerLease, default_lease_dir
 
 __version__ = "0.1.0"
 
@@ -57,6 +57,7 @@ __all__ = (
     "LeaseLost",
     "NoFreeWorkerId",
     "RangeExhausted",
+    "RedisLease",
     "SnowflakeGenerator",
     "TrueTimeGenerator",
     "UUIDGenerator",

@@ -207,13 +207,16 @@ class _TimeOrderedGenerator:
         self.next_ids: Callable[[int], list[int]] = core.next_ids
 
     def _persist(self) -> None:
+        # The background beat: renew the lease (when it needs renewing) and store the
+        # last issued time with it. A lost lease stops generation at once.
         lease, core = self._lease, self._core
-        if lease is None or core.last_ticks < 0 or os.getpid() != self._pid:
+        if lease is None or os.getpid() != self._pid or core.disabled is not None:
             return
         try:
+            if core.last_ticks >= 0:
+                lease.save_last(self._epoch_ms + core.last_ticks * self._tick_ms)
             lease.check()
-            lease.save_last(self._epoch_ms + core.last_ticks * self._tick_ms)
-        except Exception as exc:  # a lost lease stops generation at once
+        except Exception as exc:
             core.disable(f"worker lease lost: {exc}")
 
     def _forked(self) -> None:
@@ -267,7 +270,8 @@ class _TimeOrderedGenerator:
     def close(self) -> None:
         """Store the last issued time and release the worker lease."""
         self._persist()
-        self._core.disable("the generator was closed")
+        if self._core.disabled is None:
+            self._core.disable("the generator was closed")
         _LIVE.discard(self)
         if self._lease is not None:
             self._lease.release()

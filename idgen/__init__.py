@@ -35,6 +35,8 @@ from ._generators import (
     decode,
 )
 from ._lease import FileLease, RedisLease, WorkerLease, default_lease_dir
+from ._ranges import RangeBlock, RangeGenerator
+from ._stores import RangeStore, RedisStore, SQLAlchemyStore, SQLiteStore, StoreError
 
 __version__ = "0.1.0"
 
@@ -56,9 +58,16 @@ __all__ = (
     "LeaseError",
     "LeaseLost",
     "NoFreeWorkerId",
+    "RangeBlock",
     "RangeExhausted",
+    "RangeGenerator",
+    "RangeStore",
     "RedisLease",
+    "RedisStore",
+    "SQLAlchemyStore",
+    "SQLiteStore",
     "SnowflakeGenerator",
+    "StoreError",
     "TrueTimeGenerator",
     "UUIDGenerator",
     "WorkerLease",

@@ -4,6 +4,8 @@
 (thread safe, never a duplicate, waits out sequence exhaustion and small clock steps
 back), lease their worker id (``FileLease`` on one host by default), survive ``fork()``
 (the child leases a new worker id), and decode IDs back to their fields.
+``RangeGenerator`` hands out IDs from blocks leased from a central store (SQLite,
+Redis or any SQL database through SQLAlchemy), fetching the next block ahead of need.
 
 Note: PyPI has unrelated projects imported under similar names; this is shardkit's.
 """

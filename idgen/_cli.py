@@ -1,7 +1,7 @@
 """``python -m idgen``: mint IDs, and decode the ones found in logs.
 
     python -m idgen                         demo: a few IDs of each kind, decoded
-    python -m idgen snowflake --count 5     mint (also: truetime, uuid4)
+    python -m idgen snowflake --count 5     mint (also: truetime, range, uuid4)
     python -m idgen decode 7325863021862912001 [--kind truetime]
 """
 
@@ -17,7 +17,9 @@ from . import (
     TWITTER_EPOCH_MS,
     DecodedId,
     IdGenError,
+    RangeGenerator,
     SnowflakeGenerator,
+    SQLiteStore,
     TrueTimeGenerator,
     UUIDGenerator,
     decode,
@@ -56,6 +58,11 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--worker", type=int, help="worker id (default: lease a free one)")
             p.add_argument("--epoch-ms", type=int, default=TWITTER_EPOCH_MS)
             p.add_argument("--format", choices=ID_STYLES, default="int")
+    r = sub.add_parser("range", help="mint range IDs from a leased block (SQLite store)")
+    r.add_argument("--count", type=int, default=1)
+    r.add_argument("--name", default="default", help="sequence name")
+    r.add_argument("--store", help="SQLite file (default: in the idgen lease folder)")
+    r.add_argument("--block-size", type=int, default=1000)
     d = sub.add_parser("decode", help="decode IDs into time, worker, sequence, uncertainty")
     d.add_argument("ids", nargs="+")
     d.add_argument("--kind", choices=["snowflake", "truetime"], default="snowflake")
@@ -103,6 +110,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             if args.count < 0:
                 raise SystemExit("--count must be >= 0")
+            if args.command == "range":
+                store = SQLiteStore(args.store) if args.store else None
+                with RangeGenerator(store, args.name, block_size=args.block_size) as rgen:
+                    for i in rgen.next_ids(args.count):
+                        print(i)
+                if store is not None:
+                    store.close()
+                return 0
             if args.command == "uuid4":
                 for u in UUIDGenerator().next_ids(args.count):
                     print(u)

@@ -316,3 +316,12 @@ def test_cli_as_module(lease_dir: str) -> None:
                           capture_output=True, text=True, env=env, timeout=60, check=False)
     assert proc.returncode == 0, proc.stderr
     assert len(proc.stdout.split()) == 2
+
+
+def test_cli_range_never_repeats(capsys: pytest.CaptureFixture[str], tmp_path) -> None:
+    store = str(tmp_path / "ranges.sqlite")
+    assert cli(["range", "--count", "3", "--store", store, "--block-size", "10"]) == 0
+    first = [int(x) for x in capsys.readouterr().out.split()]
+    assert cli(["range", "--count", "3", "--store", store, "--block-size", "10"]) == 0
+    second = [int(x) for x in capsys.readouterr().out.split()]
+    assert first == [1, 2, 3] and min(second) > max(first)  # a new block, gaps allowed

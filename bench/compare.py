@@ -31,7 +31,6 @@ import argparse
 import collections
 import datetime
 import gc
-import hashlib
 import importlib.metadata
 import json
 import os
@@ -46,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import _impls as im
+from _report import fingerprint, git, num, ratio
 
 # --- plan ----------------------------------------------------------------------------
 
@@ -157,33 +157,14 @@ class Row:
     def shown(self, stat: str = "median") -> str:
         t = self.per_unit(stat)
         if self.unit in ("ns/key", "ns/call"):
-            return f"{_num(t * 1e9)} ns"
+            return f"{num(t * 1e9)} ns"
         if self.unit == "ms":
-            return f"{_num(t * 1e3)} ms"
+            return f"{num(t * 1e3)} ms"
         if self.unit == "M keys/s":
-            return f"{_num(1 / t / 1e6)} M keys/s ({_num(t * 1e9)} ns/key)"
+            return f"{num(1 / t / 1e6)} M keys/s ({num(t * 1e9)} ns/key)"
         if self.unit == "GB/s":
-            return f"{_num(1 / t / 1e9)} GB/s"
+            return f"{num(1 / t / 1e9)} GB/s"
         raise ValueError(self.unit)
-
-
-def _num(x: float) -> str:
-    if x >= 1000:
-        return f"{x:,.0f}"
-    if x >= 100:
-        return f"{x:.0f}"
-    if x >= 10:
-        return f"{x:.1f}"
-    return f"{x:.2f}"
-
-
-def _ratio(t: float, ref: float) -> str:
-    r = t / ref
-    if 0.995 <= r <= 1.005:
-        return "1.00x"
-    if r > 1:
-        return f"{r:.1f}x slower" if r >= 10 else f"{r:.2f}x slower"
-    return f"{1 / r:.2f}x faster"
 
 
 # --- rings, built once ---------------------------------------------------------------
@@ -476,22 +457,6 @@ PACKAGES = ("xxhash", "uhashring", "pylibmc", "pymemcache", "jump-consistent-has
             "pytest-benchmark", "Cython")
 
 
-def _git(*args: str) -> str:
-    try:
-        return subprocess.run(["git", "-C", str(im.REPO), *args], capture_output=True,
-                              text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return "?"
-
-
-def _fingerprint(path: str) -> str:
-    """sha256 prefix and mtime of a built extension: which build was measured."""
-    data = Path(path).read_bytes()
-    mtime = datetime.datetime.fromtimestamp(os.stat(path).st_mtime, datetime.timezone.utc)
-    return f"{Path(path).name} sha256 {hashlib.sha256(data).hexdigest()[:12]}, " \
-        f"built {mtime:%Y-%m-%d %H:%M UTC}"
-
-
 def environment() -> dict[str, Any]:
     import pylibmc
 
@@ -505,7 +470,7 @@ def environment() -> dict[str, Any]:
         pass
     versions = {p: importlib.metadata.version(p) for p in PACKAGES}
     versions["libmemcached (in pylibmc)"] = pylibmc.libmemcached_version
-    dirty = _git("status", "--porcelain", "--", "fastcore", "setup.py").splitlines()
+    dirty = git("status", "--porcelain", "--", "fastcore", "setup.py").splitlines()
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "python": f"{platform.python_implementation()} {platform.python_version()}",
@@ -513,10 +478,10 @@ def environment() -> dict[str, Any]:
         "cpu": cpu,
         "cores": os.cpu_count(),
         "loadavg_start": os.getloadavg(),
-        "shardkit": f"{fastcore.__version__} (git {_git('rev-parse', '--short', 'HEAD').strip()}"
+        "shardkit": f"{fastcore.__version__} (git {git('rev-parse', '--short', 'HEAD').strip()}"
         + (f", uncommitted: {' '.join(ln[3:] for ln in dirty)})" if dirty else ")"),
         "fastcore.NATIVE": fastcore.NATIVE,
-        "native modules": [_fingerprint(m.__file__) for m in (im._ring, im._hash)],
+        "native modules": [fingerprint(m.__file__) for m in (im._ring, im._hash)],
         "versions": versions,
     }
 
@@ -537,7 +502,7 @@ def rows_table(rows: list[Row]) -> str:
         for r in case_rows:
             lines.append(
                 f"| {case_rows[0].case if first else ''} | {r.impl} | {_calls(r)} | {r.shown()} | "
-                f"{r.shown('best')} | {_ratio(r.per_unit(), ref.per_unit())} |")
+                f"{r.shown('best')} | {ratio(r.per_unit(), ref.per_unit())} |")
             first = False
     return "\n".join(lines)
 

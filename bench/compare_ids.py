@@ -43,7 +43,6 @@ import argparse
 import collections
 import datetime
 import gc
-import hashlib
 import importlib.metadata
 import itertools
 import json
@@ -63,6 +62,7 @@ from pathlib import Path
 from typing import Any
 
 import _ids_impls as im
+from _report import fingerprint, git, num, ratio
 
 # --- plan ----------------------------------------------------------------------------
 
@@ -629,21 +629,6 @@ def correctness(plan: Plan) -> dict[str, Any]:
 # --- environment ---------------------------------------------------------------------
 
 
-def _git(*args: str) -> str:
-    try:
-        return subprocess.run(["git", "-C", str(im.REPO), *args], capture_output=True,
-                              text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return "?"
-
-
-def _fingerprint(path: str) -> str:
-    data = Path(path).read_bytes()
-    mtime = datetime.datetime.fromtimestamp(os.stat(path).st_mtime, datetime.timezone.utc)
-    return (f"{Path(path).name} sha256 {hashlib.sha256(data).hexdigest()[:12]}, "
-            f"built {mtime:%Y-%m-%d %H:%M UTC}")
-
-
 def environment() -> dict[str, Any]:
     import fastcore
     from fastcore import _ids
@@ -659,7 +644,7 @@ def environment() -> dict[str, Any]:
     import sonyflake
 
     assert sonyflake.__version__ == versions["sonyflake"], "another package owns sonyflake/"
-    dirty = _git("status", "--porcelain", "--", "fastcore", "idgen", "setup.py").splitlines()
+    dirty = git("status", "--porcelain", "--", "fastcore", "idgen", "setup.py").splitlines()
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "python": f"{platform.python_implementation()} {platform.python_version()}",
@@ -667,34 +652,15 @@ def environment() -> dict[str, Any]:
         "cpu": cpu,
         "cores": os.cpu_count(),
         "loadavg_start": os.getloadavg(),
-        "shardkit": f"{fastcore.__version__} (git {_git('rev-parse', '--short', 'HEAD').strip()}"
+        "shardkit": f"{fastcore.__version__} (git {git('rev-parse', '--short', 'HEAD').strip()}"
         + (f", uncommitted: {' '.join(ln[3:] for ln in dirty)})" if dirty else ")"),
         "fastcore.NATIVE": fastcore.NATIVE,
-        "native module": _fingerprint(_ids.__file__),
+        "native module": fingerprint(_ids.__file__),
         "versions": versions,
     }
 
 
 # --- report --------------------------------------------------------------------------
-
-
-def _num(x: float) -> str:
-    if x >= 1000:
-        return f"{x:,.0f}"
-    if x >= 100:
-        return f"{x:.0f}"
-    if x >= 10:
-        return f"{x:.1f}"
-    return f"{x:.2f}"
-
-
-def _ratio(t: float, ref: float) -> str:
-    r = t / ref
-    if 0.995 <= r <= 1.005:
-        return "1.00x"
-    if r > 1:
-        return f"{r:.1f}x slower" if r >= 10 else f"{r:.2f}x slower"
-    return f"{1 / r:.2f}x faster"
 
 
 def _rate(r: float) -> str:
@@ -707,15 +673,15 @@ def single_table(rows: list[Row]) -> str:
              "wall vs native |", "| --- |" + " --- |" * 8]
     ref = rows[0]
     for r in rows:
-        lat = " / ".join(_num(r.latency[q]) for q in ("p50", "p99", "p99.9")) \
+        lat = " / ".join(num(r.latency[q]) for q in ("p50", "p99", "p99.9")) \
             if r.latency else "-"
         if not r.samples:
             lines.append(f"| {r.impl} | - | - | - | - | - | {lat} | - | - |")
             continue
         lines.append(
-            f"| {r.impl} | {r.generators or '-'} | {r.per_sample:,} | {_num(r.cpu_ns())} | "
-            f"{_num(r.cpu_ns('best'))} | {_num(r.wall_ns())} | {lat} | "
-            f"{_ratio(r.cpu_ns(), ref.cpu_ns())} | {_ratio(r.wall_ns(), ref.wall_ns())} |")
+            f"| {r.impl} | {r.generators or '-'} | {r.per_sample:,} | {num(r.cpu_ns())} | "
+            f"{num(r.cpu_ns('best'))} | {num(r.wall_ns())} | {lat} | "
+            f"{ratio(r.cpu_ns(), ref.cpu_ns())} | {ratio(r.wall_ns(), ref.wall_ns())} |")
     return "\n".join(lines)
 
 
@@ -727,8 +693,8 @@ def batch_table(rows: list[Row]) -> str:
         share = f"{r.rate() / r.ceiling * 100:.1f} % of {_rate(r.ceiling)}" if r.ceiling \
             else "no ceiling"
         lines.append(f"| {r.impl} | {r.per_sample:,} | {_rate(r.rate())} | "
-                     f"{_rate(r.rate('best'))} | {share} | {_num(r.cpu_ns())} | "
-                     f"{_ratio(r.wall_ns(), ref.wall_ns())} |")
+                     f"{_rate(r.rate('best'))} | {share} | {num(r.cpu_ns())} | "
+                     f"{ratio(r.wall_ns(), ref.wall_ns())} |")
     return "\n".join(lines)
 
 

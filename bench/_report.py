@@ -1,0 +1,50 @@
+"""Helpers shared by compare.py and compare_ids.py: number and ratio formatting, and
+which code (git revision, built extension) a run measured."""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import os
+import subprocess
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def git(*args: str) -> str:
+    """Output of a git command in the repository, or "?" without git."""
+    try:
+        return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True,
+                              text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return "?"
+
+
+def fingerprint(path: str) -> str:
+    """sha256 prefix and mtime of a built extension: which build was measured."""
+    data = Path(path).read_bytes()
+    mtime = datetime.datetime.fromtimestamp(os.stat(path).st_mtime, datetime.timezone.utc)
+    return (f"{Path(path).name} sha256 {hashlib.sha256(data).hexdigest()[:12]}, "
+            f"built {mtime:%Y-%m-%d %H:%M UTC}")
+
+
+def num(x: float) -> str:
+    """A figure with 3-4 significant digits."""
+    if x >= 1000:
+        return f"{x:,.0f}"
+    if x >= 100:
+        return f"{x:.0f}"
+    if x >= 10:
+        return f"{x:.1f}"
+    return f"{x:.2f}"
+
+
+def ratio(t: float, ref: float) -> str:
+    """``t`` against the reference time ``ref``, as "2.41x slower" / "1.30x faster"."""
+    r = t / ref
+    if 0.995 <= r <= 1.005:
+        return "1.00x"
+    if r > 1:
+        return f"{r:.1f}x slower" if r >= 10 else f"{r:.2f}x slower"
+    return f"{1 / r:.2f}x faster"

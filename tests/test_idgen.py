@@ -161,7 +161,6 @@ def test_unique_across_spawned_processes(lease_dir: str) -> None:
     assert len(ids) == 150_000 and len(set(ids)) == 150_000
 
 
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork() is POSIX only")
 def test_forked_child_leases_a_new_worker(lease_dir: str) -> None:
     gen = SnowflakeGenerator(lease_dir=lease_dir)
     parent_first = gen.next_ids(1000)
@@ -189,7 +188,6 @@ def test_forked_child_leases_a_new_worker(lease_dir: str) -> None:
     gen.close()
 
 
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork() is POSIX only")
 def test_forked_child_refuses_a_fixed_worker() -> None:
     gen = SnowflakeGenerator(11)
     gen.next_id()

@@ -42,7 +42,6 @@ PG_URL = os.environ.get("SHARDKIT_TEST_PG_URL",
 REDIS_SERVER = "/usr/bin/redis-server"
 FORK_WITH_THREADS = pytest.mark.filterwarnings(  # Python >= 3.12 warns; we test exactly that
     "ignore:This process .* is multi-threaded:DeprecationWarning")
-needs_fork = pytest.mark.skipif(not hasattr(os, "fork"), reason="fork() is POSIX only")
 
 
 # --- helpers --------------------------------------------------------------------------------
@@ -482,7 +481,6 @@ def test_sqlite_unique_across_spawned_processes(tmp_path: Path) -> None:
     _assert_unique(ids)
 
 
-@needs_fork
 @FORK_WITH_THREADS
 def test_sqlite_fork_child_leases_its_own_block(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "ranges.db")
@@ -580,7 +578,6 @@ def test_redis_unique_across_spawned_processes(redis_url: str) -> None:
     _assert_unique(ids)
 
 
-@needs_fork
 @FORK_WITH_THREADS
 def test_redis_fork_child_reconnects_and_leases_its_own_block(redis_url: str) -> None:
     store = RedisStore(redis_url)
@@ -713,7 +710,6 @@ def test_postgres_unique_across_processes_and_threads(pg_table: tuple[str, str])
     store.close()
 
 
-@needs_fork
 @FORK_WITH_THREADS
 def test_postgres_fork_child_leases_its_own_block(pg_table: tuple[str, str]) -> None:
     url, table = pg_table

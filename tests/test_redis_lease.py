@@ -137,7 +137,6 @@ def test_restart_after_clock_step_back(redis_url: str) -> None:
     gen.close()
 
 
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork() is POSIX only")
 def test_forked_child_takes_its_own_redis_lease(redis_url: str) -> None:
     gen = SnowflakeGenerator(RedisLease(redis_url))
     first = gen.next_ids(100)

@@ -7,7 +7,13 @@ import datetime
 import hashlib
 import os
 import subprocess
+import sys
+import time
+from collections.abc import Iterable
 from pathlib import Path
+from typing import TypeVar
+
+_R = TypeVar("_R")
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -48,3 +54,23 @@ def ratio(t: float, ref: float) -> str:
     if r > 1:
         return f"{r:.1f}x slower" if r >= 10 else f"{r:.2f}x slower"
     return f"{1 / r:.2f}x faster"
+
+
+def cpu_model() -> str:
+    """The CPU model name from /proc/cpuinfo, or "?"."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name"))
+    except (OSError, StopIteration):
+        return "?"
+
+
+def find(rows: Iterable[_R], case_id: str, impl: str) -> _R:
+    """The row of one implementation in one case."""
+    return next(r for r in rows if getattr(r, "case_id", None) == case_id
+                and getattr(r, "impl", None) == impl)
+
+
+def say(msg: str) -> None:
+    """Progress on stderr, time-stamped."""
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)

@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import _impls as im
-from _report import fingerprint, git, num, ratio
+from _report import cpu_model, find, fingerprint, git, num, ratio, say
 
 # --- plan ----------------------------------------------------------------------------
 
@@ -462,12 +462,7 @@ def environment() -> dict[str, Any]:
 
     import fastcore
 
-    cpu = "?"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    cpu = cpu_model()
     versions = {p: importlib.metadata.version(p) for p in PACKAGES}
     versions["libmemcached (in pylibmc)"] = pylibmc.libmemcached_version
     dirty = git("status", "--porcelain", "--", "fastcore", "setup.py").splitlines()
@@ -564,14 +559,10 @@ def memory_table(mem: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _find(rows: list[Row], case_id: str, impl: str) -> Row:
-    return next(r for r in rows if r.case_id == case_id and r.impl == impl)
-
-
 def targets(rows: list[Row], b: dict[str, Any], mem: dict[str, Any],
             m: dict[str, Any]) -> list[tuple[str, str, bool]]:
     def ns(case_id: str, impl: str = "native") -> float:
-        return _find(rows, case_id, impl).per_unit() * 1e9
+        return find(rows, case_id, impl).per_unit() * 1e9
 
     out: list[tuple[str, str, bool]] = []
     for n, limit in ((10, 150), (1000, 200)):
@@ -592,7 +583,7 @@ def targets(rows: list[Row], b: dict[str, Any], mem: dict[str, Any],
     for n in (10, 1000):
         x = ns(f"ketama/{n}", "pylibmc") / ns(f"ketama/{n}", "native-ketama")
         out.append((f"ketama get_node faster than pylibmc, {n} nodes", f"{x:.2f}x", x > 1))
-    ms = _find(rows, "build/1000", "native").per_unit() * 1e3
+    ms = find(rows, "build/1000", "native").per_unit() * 1e3
     out.append(("build 1000 x 160 <= 20 ms (xxh3 mode)", f"{ms:.1f} ms", ms <= 20))
     bpp = mem["native"]["bytes_per_point"]
     out.append(("<= 16 bytes per point (RSS, xxh3 mode)",
@@ -618,10 +609,6 @@ class Report:
     moves: dict[str, Any] = field(default_factory=dict)
 
 
-def _say(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
 def run(plan: Plan) -> Report:
     rep = Report(environment(), asdict(plan))
     keys = im.str_keys(plan.bulk_keys)
@@ -632,46 +619,46 @@ def run(plan: Plan) -> Report:
         "floor: fastcore xxh3_64(key)": im._hash.xxh3_64,
     }
     for n, nodes in ((10, small), (1000, large)):
-        _say(f"get_node, {n} nodes")
+        say(f"get_node, {n} nodes")
         rep.rows += lookup_case(f"get_node/{n}", f"get_node(str), {n} nodes x 160 (ns/key)",
                                 im.GET_NODE, nodes, keys, plan,
                                 extra=floors if n == 10 else None)
-    _say("get_node, 1000 nodes, hot keys")
+    say("get_node, 1000 nodes, hot keys")
     rep.rows += lookup_case("get_node/1000/hot", "get_node(str), 1000 nodes x 160, "
                             "1000 distinct keys only: cache-warm (ns/key)",
                             [i for i in im.GET_NODE if i is not im.RENDEZVOUS], large, keys,
                             plan, hot=20)
     for n, nodes in ((10, small), (1000, large)):
-        _say(f"ketama get_node, {n} nodes")
+        say(f"ketama get_node, {n} nodes")
         rep.rows += lookup_case(f"ketama/{n}", f"ketama get_node, {n} nodes x 160 (ns/key)",
                                 im.KETAMA, nodes, keys, plan)
     for n, nodes in ((10, small), (1000, large)):
-        _say(f"get_nodes(key, 3), {n} nodes")
+        say(f"get_nodes(key, 3), {n} nodes")
         # uhashring's range() slices its whole key list per call: ~2 ms at 1000 nodes
         rep.rows += lookup_case(f"get_nodes3/{n}", f"get_nodes(key, 3), {n} nodes x 160 "
                                 "(ns/key)", im.GET_NODES, nodes, keys, plan, n=3,
                                 few=("uhashring",) if n == 1000 else ())
     for n, nodes in ((10, small), (1000, large)):
-        _say(f"get_node_many, {n} nodes")
+        say(f"get_node_many, {n} nodes")
         rep.rows += bulk_case(f"many/{n}", f"get_node_many, {len(keys):,} keys, {n} nodes "
                               "x 160 (peers: list comprehension)", nodes, keys, plan)
     for n, nodes in ((10, small), (1000, large)):
-        _say(f"build, {n} nodes")
+        say(f"build, {n} nodes")
         rep.rows += build_case(f"build/{n}", f"build {n} nodes x 160", nodes, plan)
     for add in (True, False):
         what = "add_node" if add else "remove_node"
-        _say(what)
+        say(what)
         rep.rows += mutate_case(f"{what}/1000", f"{what} on a 1000 x 160 ring", large, plan,
                                 add)
-    _say("hashes")
+    say("hashes")
     rep.rows += hash_cases(plan, keys)
     gc.unfreeze()
     _RINGS.clear()
-    _say("balance")
+    say("balance")
     rep.balance = balance(plan)
-    _say("memory")
+    say("memory")
     rep.memory = memory(plan)
-    _say("moves")
+    say("moves")
     rep.moves = moves(plan)
     rep.env["loadavg_end"] = os.getloadavg()
     return rep
@@ -732,7 +719,7 @@ def main() -> None:
         plan = Plan(**{**asdict(plan), "rounds": args.rounds})
     started = time.perf_counter()
     rep = run(plan)
-    _say(f"done in {time.perf_counter() - started:.0f} s")
+    say(f"done in {time.perf_counter() - started:.0f} s")
     print(markdown(rep, args.quick))
     if args.json:
         data = {"env": rep.env, "plan": rep.plan, "balance": rep.balance,

@@ -62,7 +62,7 @@ from pathlib import Path
 from typing import Any
 
 import _ids_impls as im
-from _report import fingerprint, git, num, ratio
+from _report import cpu_model, find, fingerprint, git, num, ratio, say
 
 # --- plan ----------------------------------------------------------------------------
 
@@ -611,7 +611,7 @@ def correctness(plan: Plan) -> dict[str, Any]:
     out: dict[str, Any] = {"threads": {}, "fork": {}, "overflow": {}, "clockback": {}}
     for label in CORRECTNESS:
         n = plan.slow_calls if label == "sonyflake" else plan.thread_calls
-        _say(f"correctness: {label}")
+        say(f"correctness: {label}")
         out["threads"][label] = _spawn("threads", label, n)
         out["overflow"][label] = _spawn("overflow", label)
         out["clockback"][label] = _spawn("clockback", label)
@@ -633,12 +633,7 @@ def environment() -> dict[str, Any]:
     import fastcore
     from fastcore import _ids
 
-    cpu = "?"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    cpu = cpu_model()
     versions = {p: importlib.metadata.version(p) for p in (*im.PEER_PACKAGES,
                                                             "pytest-benchmark", "Cython")}
     import sonyflake
@@ -782,27 +777,23 @@ def clockback_table(c: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _find(rows: list[Row], case_id: str, impl: str) -> Row:
-    return next(r for r in rows if r.case_id == case_id and r.impl == impl)
-
-
 def targets(rows: list[Row], c: dict[str, Any]) -> list[tuple[str, str, bool]]:
     out: list[tuple[str, str, bool]] = []
-    nat = _find(rows, "next_id", "native")
+    nat = find(rows, "next_id", "native")
     cpu = nat.cpu_ns()
     out.append(("next_id() <= 150 CPU ns per call (Snowflake, thread safe, clock checked; "
                 "loop included)", f"{cpu:.0f} ns", cpu <= 150))
     p50 = nat.latency["p50"]
     out.append(("next_id() p50 <= 300 ns including the perf_counter_ns pair",
                 f"{p50:.0f} ns", p50 <= 300))
-    x = _find(rows, "next_id", "snowflake-id").cpu_ns() / cpu
+    x = find(rows, "next_id", "snowflake-id").cpu_ns() / cpu
     out.append((">= 4x faster than snowflake-id (CPU ns, same run)", f"{x:.2f}x", x >= 4))
-    x = _find(rows, "next_id", "uuid-utils.uuid7").cpu_ns() / cpu
+    x = find(rows, "next_id", "uuid-utils.uuid7").cpu_ns() / cpu
     out.append(("faster than uuid-utils' uuid7 (CPU ns, same run)", f"{x:.2f}x", x > 1))
     for case_id, ceiling in (("next_ids", im.SNOWFLAKE_CEILING),
                              ("truetime_next_ids", im.TRUETIME_CEILING)):
         name = "native" if case_id == "next_ids" else "native-truetime"
-        rate = _find(rows, case_id, name).rate()
+        rate = find(rows, case_id, name).rate()
         out.append((f"{name} next_ids(n) >= 97 % of {_rate(ceiling)}",
                     f"{_rate(rate)} = {rate / ceiling * 100:.1f} %", rate >= 0.97 * ceiling))
     for label in ("native", "python", "native-truetime", "python-truetime"):
@@ -846,20 +837,16 @@ class Report:
     correctness: dict[str, Any] = field(default_factory=dict)
 
 
-def _say(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
 def run(plan: Plan, skip_correctness: bool = False) -> Report:
     rep = Report(environment(), asdict(plan))
     assert im.native_loaded(), "idgen runs on the pure-Python twin: build the extension"
-    _say("next_id()")
+    say("next_id()")
     rep.rows += single_case("next_id", im.SINGLE, plan, one_gen=True, floors=True)
-    _say("TrueTime next_id()")
+    say("TrueTime next_id()")
     rep.rows += single_case("truetime_next_id", im.TRUETIME, plan)
-    _say("next_ids(10_000)")
+    say("next_ids(10_000)")
     rep.rows += batch_case("next_ids", im.BATCHED, plan)
-    _say("TrueTime next_ids(10_000)")
+    say("TrueTime next_ids(10_000)")
     rep.rows += batch_case("truetime_next_ids", im.TRUETIME, plan)
     if not skip_correctness:
         rep.correctness = correctness(plan)
@@ -939,7 +926,7 @@ def main() -> None:
         plan = Plan(**{**asdict(plan), "rounds": args.rounds})
     started = time.perf_counter()
     rep = run(plan, args.no_correctness)
-    _say(f"done in {time.perf_counter() - started:.0f} s")
+    say(f"done in {time.perf_counter() - started:.0f} s")
     print(markdown(rep, args.quick))
     if args.json:
         data = {"env": rep.env, "plan": rep.plan, "rows": [asdict(r) for r in rep.rows],

@@ -22,6 +22,7 @@ __all__ = (
     "InvalidArgumentError",
     "RangeExhaustedError",
     "UnknownNodeError",
+    "check_int",
 )
 
 #: Largest ``vnodes`` a ring accepts.
@@ -99,3 +100,12 @@ class RangeExhaustedError(IdSpaceExhaustedError):
 
 class GeneratorDisabledError(IdGenError, RuntimeError):
     """The generator was disabled; the message is the reason given to ``disable()``."""
+
+
+def check_int(value: object, what: str, lo: int, hi: int) -> int:
+    """``value`` if it is an int (not a bool) in ``[lo, hi]``; else the error naming it."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ArgumentTypeError(f"{what} must be an int, not {type(value).__name__}")
+    if not lo <= value <= hi:
+        raise InvalidArgumentError(f"{what} must be in [{lo}, {hi}], got {value}")
+    return value

@@ -46,6 +46,7 @@ from ._errors import (
     InvalidArgumentError,
     RangeExhaustedError,
 )
+from ._errors import check_int as _check_int
 
 __all__ = (
     "MAX_BATCH",
@@ -80,14 +81,6 @@ _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
 
 
 # --- validation and messages shared with _ids.pyx ----------------------------------------
-
-
-def _check_int(value: object, what: str, lo: int, hi: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ArgumentTypeError(f"{what} must be an int, not {type(value).__name__}")
-    if not lo <= value <= hi:
-        raise InvalidArgumentError(f"{what} must be in [{lo}, {hi}], got {value}")
-    return value
 
 
 def _check_layout(

@@ -40,6 +40,7 @@ from ._errors import (
     InvalidArgumentError,
     UnknownNodeError,
 )
+from ._errors import check_int as _check_int
 
 __all__ = ("MODES", "HashRing", "Key")
 
@@ -50,14 +51,6 @@ _F32 = struct.Struct("<f")
 
 
 # --- validation shared by both modes -------------------------------------------------
-
-
-def _check_int(value: object, what: str, lo: int, hi: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ArgumentTypeError(f"{what} must be an int, not {type(value).__name__}")
-    if not lo <= value <= hi:
-        raise InvalidArgumentError(f"{what} must be in [{lo}, {hi}], got {value}")
-    return value
 
 
 def _check_name(name: object) -> str:

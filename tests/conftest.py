@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import importlib
+import sys
+import threading
 import types
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
+from servers import RedisServer
 
 import fastcore
 from fastcore._impl import PURE_PYTHON_REQUESTED
@@ -57,4 +62,28 @@ def python_impl() -> Impl:
     return _load("python")
 
 
-__all__ = ("Impl", "fastcore")
+@pytest.fixture()
+def redis_url(tmp_path: Path) -> Iterator[str]:
+    """A throwaway redis-server (no persistence) of our own."""
+    server = RedisServer(tmp_path, "--save", "", "--appendonly", "no")
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+def run_threads(work: Callable[[int], None], n: int) -> None:
+    """Run ``work(0) .. work(n-1)`` in n threads with a 1 us switch interval (restored)."""
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(n)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(old)
+
+
+__all__ = ("Impl", "fastcore", "run_threads")

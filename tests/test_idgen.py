@@ -8,10 +8,10 @@ import multiprocessing
 import os
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
+from conftest import run_threads
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -114,22 +114,13 @@ def test_generator_persists_last_time_in_background(lease_dir: str) -> None:
 def test_threads_get_unique_increasing_ids() -> None:
     gen = SnowflakeGenerator(3)
     results: list[list[int]] = [[] for _ in range(8)]
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
 
     def work(i: int) -> None:
         out = results[i]
         for _ in range(5000):
             out.append(gen.next_id())
 
-    try:
-        threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-    finally:
-        sys.setswitchinterval(old)
+    run_threads(work, 8)
     everything = [x for r in results for x in r]
     assert len(set(everything)) == len(everything) == 40_000
     assert all(r == sorted(r) and len(set(r)) == len(r) for r in results)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import pickle
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -14,7 +13,7 @@ from itertools import pairwise
 from typing import Any
 
 import pytest
-from conftest import Impl
+from conftest import Impl, run_threads
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -579,19 +578,6 @@ def test_restore_last_ahead_of_the_clock(impl: Impl) -> None:
 # --- threads --------------------------------------------------------------------------------------
 
 
-def _run_threads(work: Callable[[int], None], n: int) -> None:
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    try:
-        threads = [threading.Thread(target=work, args=(i,)) for i in range(n)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-    finally:
-        sys.setswitchinterval(old)
-
-
 def test_threads_get_unique_increasing_ids(impl: Impl) -> None:
     c = core(impl)
     results: list[list[int]] = [[] for _ in range(8)]
@@ -601,7 +587,7 @@ def test_threads_get_unique_increasing_ids(impl: Impl) -> None:
         for _ in range(20_000):
             out.append(issue())
 
-    _run_threads(work, 8)
+    run_threads(work, 8)
     everything = [x for r in results for x in r]
     assert len(everything) == len(set(everything)) == 160_000 == c.issued
     assert None not in everything
@@ -618,7 +604,7 @@ def test_threads_through_long_waits(impl: Impl) -> None:
             results[i].extend(c.next_ids(3))
             results[i].append(c.next_id())
 
-    _run_threads(work, 4)
+    run_threads(work, 4)
     everything = [x for r in results for x in r]
     assert len(everything) == len(set(everything)) == 48
     assert all(r == sorted(r) for r in results)
@@ -633,7 +619,7 @@ def test_threads_with_an_injected_clock(impl: Impl) -> None:
         for _ in range(200):
             results[i].append(c.next_id())
 
-    _run_threads(work, 4)
+    run_threads(work, 4)
     everything = [x for r in results for x in r]
     assert len(everything) == len(set(everything)) == 800
     assert all(r == sorted(r) for r in results)
@@ -697,7 +683,7 @@ def test_range_counter_threads(impl: Impl) -> None:
             results[i].append(r.next())
             results[i].extend(r.take(2))
 
-    _run_threads(work, 8)
+    run_threads(work, 8)
     everything = sorted(x for res in results for x in res)
     assert everything == list(range(1000, 1000 + 8 * 3000)) and r.remaining == 0
 

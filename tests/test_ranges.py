@@ -7,12 +7,10 @@ import json
 import multiprocessing
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,6 +19,8 @@ from typing import Any
 import pytest
 import redis
 import sqlalchemy as sa
+from conftest import run_threads
+from servers import RedisServer
 
 import idgen
 from idgen import (
@@ -39,7 +39,6 @@ from idgen import (
 
 PG_URL = os.environ.get("SHARDKIT_TEST_PG_URL",
                         "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-REDIS_SERVER = "/usr/bin/redis-server"
 FORK_WITH_THREADS = pytest.mark.filterwarnings(  # Python >= 3.12 warns; we test exactly that
     "ignore:This process .* is multi-threaded:DeprecationWarning")
 
@@ -148,16 +147,7 @@ def _in_threads(gen: RangeGenerator, threads: int = 8, per_thread: int = 4000) -
         except BaseException as exc:  # reported below
             errors.append(exc)
 
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    try:
-        pool = [threading.Thread(target=work, args=(k,)) for k in range(threads)]
-        for t in pool:
-            t.start()
-        for t in pool:
-            t.join()
-    finally:
-        sys.setswitchinterval(old)
+    run_threads(work, threads)
     assert not errors, errors
     return [i for out in results for i in out]
 
@@ -199,66 +189,6 @@ def _fork_and_mint(gen: RangeGenerator, count: int) -> tuple[list[int], dict[str
 
 
 # --- servers ----------------------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class RedisServer:
-    """A redis-server of our own on a free loopback port, stopped by PID."""
-
-    def __init__(self, directory: Path, *args: str) -> None:
-        assert os.path.exists(REDIS_SERVER), \
-            f"{REDIS_SERVER} is required (CI installs it); these tests do not skip"
-        self.port = _free_port()
-        self.dir = directory
-        self.args = args
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.start()
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [REDIS_SERVER, "--bind", "127.0.0.1", "--port", str(self.port), "--dir",
-             str(self.dir), *self.args],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        client = redis.Redis.from_url(self.url, socket_timeout=2)
-        deadline = time.monotonic() + 10
-        try:
-            while True:
-                try:
-                    client.ping()
-                    return
-                except redis.ConnectionError:
-                    if time.monotonic() > deadline or self.proc.poll() is not None:
-                        raise
-                    time.sleep(0.02)
-        finally:
-            client.close()
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(timeout=10)
-
-
-@pytest.fixture()
-def redis_url(tmp_path: Path) -> Iterator[str]:
-    """A throwaway redis-server (no persistence) of our own."""
-    server = RedisServer(tmp_path, "--save", "", "--appendonly", "no")
-    try:
-        yield server.url
-    finally:
-        server.stop()
 
 
 @pytest.fixture()

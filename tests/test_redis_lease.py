@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import time
-from collections.abc import Iterator
 
 import pytest
 import redis
@@ -22,42 +19,6 @@ from idgen import (
     RedisLease,
     SnowflakeGenerator,
 )
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture()
-def redis_url(tmp_path: os.PathLike[str]) -> Iterator[str]:
-    binary = shutil.which("redis-server")
-    assert binary, "redis-server is required (CI installs it); this test does not skip"
-    port = _free_port()
-    proc = subprocess.Popen(
-        [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly",
-         "no", "--dir", str(tmp_path)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    client = redis.Redis.from_url(url)
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise
-                time.sleep(0.05)
-        yield url
-    finally:
-        client.close()
-        os.kill(proc.pid, signal.SIGCONT)  # in case a test left it stopped
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 def test_leases_are_exclusive(redis_url: str) -> None:

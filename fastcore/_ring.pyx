@@ -431,7 +431,6 @@ cdef class HashRing:
         finally:
             free(nw)
             free(buf)
-        _order_ties_by_name(s)  # the new node's own duplicate points, if any
         _finish(s)
         return s
 

@@ -99,8 +99,8 @@ class FileLease:
 
     def save_last(self, unix_ms: int) -> None:
         """Store the last issued time (called in the background, a few times a second)."""
-        if self._fd is None:
-            return
+        if self._fd is None or unix_ms == self._last:
+            return  # nothing new: no write on an idle beat
         data = f"{unix_ms}\n".encode().ljust(21)
         os.pwrite(self._fd, data, 0)
         self._last = unix_ms

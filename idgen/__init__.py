@@ -37,13 +37,14 @@ from ._generators import (
     decode,
 )
 from ._lease import FileLease, RedisLease, WorkerLease, default_lease_dir
-from ._ranges import RangeBlock, RangeGenerator
+from ._ranges import MAX_LOOKAHEAD, RangeBlock, RangeGenerator
 from ._stores import RangeStore, RedisStore, SQLAlchemyStore, SQLiteStore, StoreError
 
 __version__ = "0.1.0"
 
 __all__ = (
     "ID_STYLES",
+    "MAX_LOOKAHEAD",
     "SNOWFLAKE",
     "TRUETIME",
     "TWITTER_EPOCH_MS",

@@ -6,9 +6,11 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import sys
 import threading
 import time
 import weakref
+from collections import deque
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -18,13 +20,21 @@ from ._errors import ConfigError, GeneratorDisabled, IdGenError
 from ._lease import default_lease_dir
 from ._stores import RangeStore, SQLiteStore, StoreError
 
-__all__ = ("ADAPT_FAST_S", "ADAPT_SLOW_S", "RangeBlock", "RangeGenerator")
+__all__ = ("ADAPT_FAST_S", "ADAPT_SLOW_S", "MAX_LOOKAHEAD", "RangeBlock", "RangeGenerator")
 
 #: Adaptive block size: a block used up in less than this many seconds doubles the next.
 ADAPT_FAST_S = 15.0
 #: Adaptive block size: a block that lasted longer than this halves the next.
 ADAPT_SLOW_S = 600.0
+#: The most blocks an automatic lookahead holds ready (see :class:`RangeGenerator`).
+MAX_LOOKAHEAD = 256
 _MAX_BLOCK = 1 << 32
+_MAX_FETCH = 1 << 40  # the most IDs one store call may ask for
+# Automatic lookahead: hold enough blocks ready to cover the rate of use over this many
+# times the time a background fetch takes (request to arrival, GIL waits included),
+# and over at least _MIN_HORIZON_SWITCHES GIL switch intervals.
+_HORIZON_FETCHES = 3.0
+_MIN_HORIZON_SWITCHES = 4.0
 _BACKOFF_MIN_S = 0.05
 _BACKOFF_MAX_S = 2.0
 _IDLE_EXIT_S = 10.0  # the prefetch thread ends after this long without work
@@ -105,6 +115,17 @@ class RangeGenerator:
     twice as many IDs, up to ``max_block_size``; when it lasted more than
     :data:`ADAPT_SLOW_S` (10 min) it asks for half as many, down to ``block_size``.
 
+    Lookahead: a process that uses blocks faster than one store round trip (plus the
+    wait for the GIL, up to a few switch intervals of 5 ms while a busy thread holds
+    it) needs more than one block ready, or its calls wait for the store once per
+    block. With ``lookahead=None`` (the default) the generator measures its rate of
+    use and how long a background fetch takes, and keeps ready as many blocks as cover
+    three fetches (at least 4 switch intervals) of use, from 1 (a plain double buffer,
+    the usual case) up to :data:`MAX_LOOKAHEAD` (256); the blocks are leased in one store
+    call (one ``INCRBY`` or one transaction of ``k x block_size`` IDs, split into blocks
+    of ``block_size``). An int fixes the number of blocks held ready. Blocks ready but
+    unused when a process stops become a gap, like the rest of its current block.
+
     Store failures while prefetching are retried in the background (backoff 50 ms
     doubling to 2 s); a caller sees :class:`~idgen.StoreError` only when it needs an ID,
     the block is used up and no new block can be had.
@@ -122,6 +143,8 @@ class RangeGenerator:
             [0, 1]; 0 disables prefetching (every block is fetched when needed).
         adaptive: adapt the block size to the rate of use (see above).
         max_block_size: the largest block when adaptive.
+        lookahead: how many blocks to hold ready, in ``[1, 256]``; None adapts it to
+            the rate of use (see above).
 
     Raises:
         ConfigError: a bad option.
@@ -130,7 +153,7 @@ class RangeGenerator:
 
     def __init__(self, store: RangeStore | None = None, name: str = "default", *,
                  block_size: int = 1000, prefetch_at: float = 0.1, adaptive: bool = False,
-                 max_block_size: int = 1_000_000) -> None:
+                 max_block_size: int = 1_000_000, lookahead: int | None = None) -> None:
         if not isinstance(name, str) or not 0 < len(name) <= 255:
             raise ConfigError(
                 f"name must be a non-empty str of at most 255 characters, got {name!r}"
@@ -147,6 +170,8 @@ class RangeGenerator:
         if adaptive:
             _check_int(max_block_size, "max_block_size", self._block_size, _MAX_BLOCK,
                        " (from block_size to 2**32)")
+        if lookahead is not None:
+            _check_int(lookahead, "lookahead", 1, MAX_LOOKAHEAD, " or None (automatic)")
         if store is not None and not (callable(getattr(store, "allocate", None))
                                       and callable(getattr(store, "close", None))):
             raise ConfigError(
@@ -158,12 +183,13 @@ class RangeGenerator:
         self._adaptive = adaptive
         self._max_block_size = max_block_size if adaptive else self._block_size
         self._size = self._block_size
+        self._lookahead = lookahead
         self._owns_store = store is None
         self._store: RangeStore = store if store is not None else SQLiteStore(
             os.path.join(default_lease_dir(), "ranges.sqlite3"))
         self._closed = False
-        self._stats = {"blocks": 0, "prefetched": 0, "sync_fetches": 0, "waits": 0,
-                       "store_failures": 0}
+        self._stats = {"blocks": 0, "prefetched": 0, "prefetch_calls": 0,
+                       "sync_fetches": 0, "waits": 0, "store_failures": 0}
         self._reset_state()
         _LIVE.add(self)
 
@@ -173,8 +199,12 @@ class RangeGenerator:
         self._counter = RangeCounter(0, 0)  # used up: the first call leases a block
         self._tail: RangeCounter | None = None
         self._block: tuple[int, int] | None = None
-        self._pending: tuple[int, int] | None = None
+        self._ready: deque[tuple[int, int]] = deque()  # prefetched blocks, in order
         self._installed_at: float | None = None
+        self._rate = 0.0  # IDs per second while issuing (waits excluded)
+        self._fetch_s = 0.0  # how long a background fetch takes, request to arrival
+        self._requested_at = 0.0
+        self._depth = 1 if self._lookahead is None else self._lookahead
         self._refill_lock = threading.Lock()  # one thread at a time switches blocks
         self._lock = threading.Lock()  # the state shared with the prefetch thread
         self._cond = threading.Condition(self._lock)
@@ -258,24 +288,47 @@ class RangeGenerator:
                 self._tail = None
                 self._counter = tail
                 with self._lock:
-                    self._request_prefetch()
+                    if len(self._ready) < self._depth:
+                        self._request_prefetch()
                 return
+            if counter.disabled is None and self._block is not None:
+                self._measure_rate(_monotonic())
             self._install(self._next_block())
+
+    def _measure_rate(self, now: float) -> None:
+        # with self._refill_lock held, when the block in use has just run out (before
+        # any wait for the next one, so that waiting does not read as a slow rate)
+        if self._installed_at is None or self._block is None:
+            return
+        used = self._block[1] - self._block[0]
+        lasted = max(now - self._installed_at, 1e-7)
+        sample = used / lasted
+        # quick to rise (a burst must not wait a block per fetch), slow to fall
+        self._rate = sample if sample > self._rate else 0.75 * self._rate + 0.25 * sample
+        if self._lookahead is None:
+            horizon = max(_HORIZON_FETCHES * self._fetch_s,
+                          _MIN_HORIZON_SWITCHES * sys.getswitchinterval())
+            want = math.ceil(self._rate * horizon / self._size)
+            with self._lock:
+                self._depth = min(max(want, 1), MAX_LOOKAHEAD)
 
     def _next_block(self) -> tuple[int, int]:
         waited = False
         with self._lock:
             # wait for a fetch under way, or requested and not failed yet (a failed one
             # is being retried after a backoff: fetch here rather than wait that out)
-            while self._pending is None and not self._closed and \
+            while not self._ready and not self._closed and \
                     (self._in_flight or (self._want and self._error is None)):
                 waited = True
                 self._cond.wait()
             if self._closed:
                 raise GeneratorDisabled("the generator was closed")
-            block, self._pending = self._pending, None
+            block = self._ready.popleft() if self._ready else None
             error = self._error if waited else None
             self._stats["waits"] += waited
+            if block is not None and self._prefetch_at and \
+                    len(self._ready) < self._depth - 1:
+                self._request_prefetch()  # keep the lookahead full (the tail asks too)
         if block is not None:
             return block
         if isinstance(error, StoreError):  # the fetch we waited for failed: do not retry
@@ -310,7 +363,8 @@ class RangeGenerator:
             self._counter = RangeCounter(start, end)
             if tail_size:  # prefetch_at=1: fetch the next block right away
                 with self._lock:
-                    self._request_prefetch()
+                    if len(self._ready) < self._depth:
+                        self._request_prefetch()
 
     def _allocate(self, size: int) -> tuple[int, int]:
         store = self._store
@@ -334,9 +388,10 @@ class RangeGenerator:
 
     def _request_prefetch(self) -> None:
         # with self._lock held
-        if self._closed or self._pending is not None:
+        if self._closed or self._want:
             return
         self._want = True
+        self._requested_at = _monotonic()
         if self._worker is None:
             self._worker = threading.Thread(
                 target=self._prefetch_loop, name=f"idgen-range-prefetch-{self._name}",
@@ -360,8 +415,9 @@ class RangeGenerator:
                     return
                 self._in_flight = True
                 size = self._size
+                count = min(max(self._depth - len(self._ready), 1), _MAX_FETCH // size)
             try:
-                block = self._allocate(size)
+                start, end = self._allocate(size * count)
             except BaseException as exc:  # retried; surfaced when an ID is needed
                 with cond:
                     self._in_flight = False
@@ -371,14 +427,19 @@ class RangeGenerator:
                     delay = min(max(delay * 2, _BACKOFF_MIN_S), _BACKOFF_MAX_S)
                     cond.wait(delay)  # close() cuts it short
                 continue
+            arrived = _monotonic()
             with cond:
                 self._in_flight = False
                 self._error = None
                 self._want = False
                 delay = 0.0
+                took = max(arrived - self._requested_at, 0.0)
+                self._fetch_s = took if took > self._fetch_s else \
+                    0.75 * self._fetch_s + 0.25 * took
                 if not self._closed:
-                    self._pending = block
-                    self._stats["prefetched"] += 1
+                    self._ready.extend((s, s + size) for s in range(start, end, size))
+                    self._stats["prefetched"] += count
+                    self._stats["prefetch_calls"] += 1
                 cond.notify_all()
 
     # --- fork, close, introspection -----------------------------------------------------
@@ -422,11 +483,14 @@ class RangeGenerator:
         return RangeBlock(self._name, block[0], block[1], next_value)
 
     def stats(self) -> dict[str, int]:
-        """Counters since construction: ``blocks`` installed, ``prefetched`` (by the
-        background thread), ``sync_fetches`` (leased by a caller: the first block, a
-        large ``next_ids``, or after a failed prefetch), ``waits`` (a caller waited for
-        a prefetch under way), ``store_failures`` (failed background fetches)."""
-        return dict(self._stats)
+        """Counters since construction: ``blocks`` installed, ``prefetched`` (blocks
+        leased by the background thread) in ``prefetch_calls`` store calls,
+        ``sync_fetches`` (leased by a caller: the first block, a large ``next_ids``, or
+        after a failed prefetch), ``waits`` (a caller waited for a prefetch under way),
+        ``store_failures`` (failed background fetches); and now: ``lookahead`` (blocks
+        it aims to hold ready) and ``ready`` (blocks held ready)."""
+        with self._lock:
+            return {**self._stats, "lookahead": self._depth, "ready": len(self._ready)}
 
     def close(self) -> None:
         """Stop issuing (later calls raise :class:`~idgen.GeneratorDisabled`) and close
@@ -435,7 +499,7 @@ class RangeGenerator:
             if self._closed:
                 return
             self._closed = True
-            self._pending = None
+            self._ready.clear()
             worker = self._worker
             self._cond.notify_all()
         for counter in (self._counter, self._tail):

@@ -111,17 +111,40 @@ class _ForkAware:
     def _register_fork_hook(self) -> None:
         _FORK_AWARE.add(self)
 
+    def _before_fork(self) -> None:
+        """Called in the parent just before fork()."""
+
+    def _after_fork_in_parent(self) -> None:
+        """Called in the parent just after fork()."""
+
     def _after_fork_in_child(self) -> None:  # pragma: no cover - overridden
         raise NotImplementedError
 
 
+_FORKING: list[_ForkAware] = []
+
+
+def _before_fork() -> None:
+    _FORKING[:] = list(_FORK_AWARE)
+    for store in _FORKING:
+        store._before_fork()
+
+
+def _after_fork_in_parent() -> None:
+    for store in _FORKING:
+        store._after_fork_in_parent()
+    _FORKING.clear()
+
+
 def _after_fork_in_child() -> None:
+    _FORKING.clear()
     for store in list(_FORK_AWARE):
         store._after_fork_in_child()
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+    os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
+                        after_in_child=_after_fork_in_child)
 
 
 # --- SQLite ---------------------------------------------------------------------------------
@@ -167,6 +190,7 @@ class SQLiteStore(_ForkAware):
         self._table = _check_identifier(table, "table")
         self._first = _check_first(first)
         self._lock = threading.Lock()
+        self._held_over_fork = False
         self._conn: sqlite3.Connection | None = None
         self._pid = os.getpid()
         self._closed = False
@@ -249,13 +273,26 @@ class SQLiteStore(_ForkAware):
             if conn is not None and self._pid == os.getpid():
                 conn.close()
 
+    def _before_fork(self) -> None:
+        # Let no transaction of this process be open across fork(): SQLite keeps its
+        # file locks in a process-wide table, and a child inheriting a connection that
+        # held the write lock would see the database locked by itself (and wait for
+        # `timeout`). Waits for at most one allocation under way.
+        self._held_over_fork = self._lock.acquire(timeout=self._timeout)
+
+    def _after_fork_in_parent(self) -> None:
+        if getattr(self, "_held_over_fork", False):
+            self._held_over_fork = False
+            self._lock.release()
+
     def _after_fork_in_child(self) -> None:
-        # No I/O: park the inherited connection, take a fresh lock (a thread of the
-        # parent may have held the old one), reconnect on the next allocation.
+        # No I/O: park the inherited connection, take a fresh lock (the old one is held
+        # over the fork), reconnect on the next allocation.
         if self._conn is not None:
             _INHERITED_SQLITE.append(self._conn)
             self._conn = None
         self._lock = threading.Lock()
+        self._held_over_fork = False
         self._pid = os.getpid()
 
     def __repr__(self) -> str:

@@ -3,6 +3,7 @@ adaptive blocks, threads, spawned and forked processes, crashes and store outage
 
 from __future__ import annotations
 
+import itertools
 import json
 import multiprocessing
 import os
@@ -11,6 +12,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,6 +26,7 @@ from servers import RedisServer
 
 import idgen
 from idgen import (
+    MAX_LOOKAHEAD,
     ConfigError,
     GeneratorDisabled,
     IdGenError,
@@ -222,6 +225,10 @@ def test_bad_options_raise_config_error_naming_the_value() -> None:
          ", got 100"),
         ({"adaptive": 1}, "adaptive must be a bool, got 1"),
         ({"name": ""}, "name must be a non-empty str"),
+        ({"lookahead": 0}, r"lookahead must be an int in \[1, 256\] or None \(automatic\), got 0"),
+        ({"lookahead": 257}, r"lookahead must be an int in \[1, 256\] .* got 257"),
+        ({"lookahead": True}, "lookahead must be an int .* got True"),
+        ({"lookahead": "4"}, "lookahead must be an int .* got '4'"),
     ]
     for kwargs, message in cases:
         with pytest.raises(ConfigError, match=message):
@@ -279,7 +286,7 @@ def test_range_exhausted_never_reaches_the_caller() -> None:
 
 def test_blocks_prefetch_and_current_block() -> None:
     store = MemoryStore()
-    gen = RangeGenerator(store, block_size=100, prefetch_at=0.25)
+    gen = RangeGenerator(store, block_size=100, prefetch_at=0.25, lookahead=1)
     assert gen.current_block is None
     assert gen.next_id() == 1
     block = gen.current_block
@@ -337,7 +344,8 @@ def test_adaptive_block_size_doubles_then_halves(monkeypatch: pytest.MonkeyPatch
     now = [0.0]
     monkeypatch.setattr(_ranges, "_monotonic", lambda: now[0])
     store = MemoryStore()
-    gen = RangeGenerator(store, block_size=10, adaptive=True, max_block_size=80)
+    gen = RangeGenerator(store, block_size=10, adaptive=True, max_block_size=80,
+                         lookahead=1)
     ids: list[int] = []
     for _ in range(2000):  # each block lasts 1 s of the fake clock: < 15 s, so doubles
         ids.append(gen.next_id())
@@ -358,10 +366,62 @@ def test_adaptive_block_size_doubles_then_halves(monkeypatch: pytest.MonkeyPatch
     gen.close()
     # not adaptive: always the configured size
     store = MemoryStore()
-    with RangeGenerator(store, block_size=10) as gen:
+    with RangeGenerator(store, block_size=10, lookahead=1) as gen:
         for _ in range(95):
             gen.next_id()
     assert {e - s for s, e, _ in store.calls} == {10}
+
+
+class SlowStore(MemoryStore):
+    """A store with a round trip of ``delay`` seconds."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__()
+        self.delay = delay
+
+    def allocate(self, name: str, size: int) -> tuple[int, int]:
+        time.sleep(self.delay)
+        return super().allocate(name, size)
+
+
+def test_auto_lookahead_keeps_a_fast_caller_off_a_slow_store() -> None:
+    # 5 ms per store call, blocks of 1,000 used up in well under 1 ms: one block ready
+    # (a plain double buffer) would make about every block switch wait for the store.
+    store = SlowStore(0.005)
+    with RangeGenerator(store, block_size=1000) as gen:
+        ids = [gen.next_id() for _ in range(600_000)]
+        stats = gen.stats()
+    assert ids == list(range(1, 600_001))  # one process: consecutive blocks, in order
+    assert store.inside_blocks(ids)
+    assert stats["blocks"] >= 600 and stats["sync_fetches"] == 1
+    # several blocks per store call, so few calls and almost no waits
+    assert stats["prefetched"] >= 599 and stats["prefetch_calls"] * 10 <= stats["prefetched"]
+    assert stats["waits"] <= 10, stats
+    assert stats["lookahead"] > 1
+    assert max(e - s for s, e, _ in store.calls) % 1000 == 0  # whole blocks
+    assert max(e - s for s, e, _ in store.calls) <= MAX_LOOKAHEAD * 1000
+
+
+def test_auto_lookahead_stays_one_block_for_a_slow_caller() -> None:
+    store = MemoryStore()
+    with RangeGenerator(store, block_size=10) as gen:
+        for _ in range(60):  # 10 IDs take ~50 ms: far more than a fetch
+            gen.next_id()
+            time.sleep(0.005)
+        stats = gen.stats()
+    assert stats["lookahead"] == 1
+    assert {e - s for s, e, _ in store.calls} == {10}
+
+
+def test_fixed_lookahead_holds_that_many_blocks_ready() -> None:
+    store = SlowStore(0.002)
+    with RangeGenerator(store, block_size=10, lookahead=3) as gen:
+        ids = gen.next_ids(5) + [gen.next_id() for _ in range(3000)]
+        assert gen.stats()["lookahead"] == 3
+    _assert_unique(ids)
+    assert store.inside_blocks(ids)
+    sizes = [e - s for s, e, _ in store.calls]
+    assert sizes[0] == 10 and set(sizes) <= {10, 20, 30} and 30 in sizes
 
 
 def test_default_store_is_a_sqlite_file_in_the_lease_dir(
@@ -424,6 +484,51 @@ def test_sqlite_fork_child_leases_its_own_block(tmp_path: Path) -> None:
     _assert_unique(everything)
     assert len(everything) == 40_700
     gen.close()
+    store.close()
+
+
+@FORK_WITH_THREADS
+def test_sqlite_fork_while_another_thread_is_in_a_transaction(tmp_path: Path) -> None:
+    # A child must not inherit a connection in the middle of a write transaction:
+    # SQLite would see the file locked by the child itself and wait out the timeout.
+    store = SQLiteStore(tmp_path / "ranges.db", timeout=3.0)
+    stop = threading.Event()
+    parent_blocks: list[tuple[int, int]] = []
+
+    def hammer() -> None:
+        while not stop.is_set():  # a transaction open most of the time, with gaps
+            parent_blocks.append(store.allocate("seq", 10))
+            time.sleep(0.001)
+
+    thread = threading.Thread(target=hammer)
+    thread.start()
+    try:
+        child_blocks = []
+        for _ in range(20):
+            read_fd, write_fd = os.pipe()
+            pid = os.fork()
+            if pid == 0:
+                code = 1
+                try:
+                    start, end = store.allocate("seq", 10)
+                    os.write(write_fd, f"{start} {end}".encode())
+                    code = 0
+                except BaseException as exc:
+                    os.write(write_fd, repr(exc).encode())
+                finally:
+                    os._exit(code)
+            os.close(write_fd)
+            _, status = os.waitpid(pid, 0)
+            answer = os.read(read_fd, 4096).decode()
+            os.close(read_fd)
+            assert os.waitstatus_to_exitcode(status) == 0, answer
+            start, end = map(int, answer.split())
+            child_blocks.append((start, end))
+    finally:
+        stop.set()
+        thread.join()
+    blocks = sorted(parent_blocks + child_blocks)
+    assert all(a[1] <= b[0] for a, b in itertools.pairwise(blocks))  # disjoint
     store.close()
 
 
@@ -527,10 +632,11 @@ def test_redis_prefetch_keeps_the_store_off_the_callers_thread(redis_url: str) -
     warm = len(store.threads)
     ids += [gen.next_id() for _ in range(30_000)]
     ids += gen.next_ids(900)
-    later = store.threads[warm:]
-    assert len(later) >= 30
-    assert set(later) == {"idgen-range-prefetch-pf"}  # never the caller
-    assert gen.stats()["sync_fetches"] == 1
+    assert len(store.threads) >= warm
+    assert set(store.threads[1:]) == {"idgen-range-prefetch-pf"}  # never the caller
+    stats = gen.stats()
+    assert stats["sync_fetches"] == 1 and stats["blocks"] >= 35
+    assert stats["prefetched"] >= 34 and len(store.threads) >= 1 + stats["prefetch_calls"]
     _assert_unique(ids)
     gen.close()
     store.close()
@@ -541,7 +647,8 @@ def test_redis_killed_raises_store_error_then_resumes(tmp_path: Path) -> None:
     server = RedisServer(tmp_path, "--save", "", "--appendonly", "yes",
                          "--appendfsync", "always")
     try:
-        gen = RangeGenerator(RedisStore(server.url, timeout=1.0), "outage", block_size=100)
+        gen = RangeGenerator(RedisStore(server.url, timeout=1.0), "outage", block_size=100,
+                             lookahead=1)
         ids = [gen.next_id() for _ in range(250)]
         server.kill()
         raised = None

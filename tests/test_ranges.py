@@ -416,8 +416,15 @@ def test_auto_lookahead_stays_one_block_for_a_slow_caller() -> None:
 def test_fixed_lookahead_holds_that_many_blocks_ready() -> None:
     store = SlowStore(0.002)
     with RangeGenerator(store, block_size=10, lookahead=3) as gen:
-        ids = gen.next_ids(5) + [gen.next_id() for _ in range(3000)]
+        ids = gen.next_ids(5)
+        runs = set()
+        for _ in range(3000):
+            ids.append(gen.next_id())
+            block = gen.current_block
+            assert block is not None and ids[-1] in block
+            runs.add(block.size)
         assert gen.stats()["lookahead"] == 3
+    assert runs <= {10, 20} and 20 in runs  # two contiguous ready blocks issued as one run
     _assert_unique(ids)
     assert store.inside_blocks(ids)
     sizes = [e - s for s, e, _ in store.calls]

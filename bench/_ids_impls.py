@@ -14,6 +14,8 @@ sonyflake), and a fast enough caller hits it: ours needs less time per call (abo
 the ceiling, not the call. The single-call cases therefore call ``SPREAD`` generators
 of such a kind round-robin (workers 1..8; 64 for TrueTime, whose ceiling is 16 times
 lower), so no generator reaches its ceiling and the per-call cost is what is measured.
+``native-range`` is ``idgen.RangeGenerator`` over an SQLite file (the embedded default
+store) with blocks of 1M IDs: no ceiling, no clock.
 """
 
 from __future__ import annotations
@@ -113,9 +115,23 @@ UU_UUID4 = IdImpl("uuid-utils.uuid4", lambda w: uuid_utils, lambda g: uuid_utils
 UUID4 = IdImpl("uuid.uuid4", lambda w: uuid, lambda g: uuid.uuid4, ordered=False,
                pure_python=True)
 
+def _range_generator(w: int) -> Gen:
+    # range IDs from the embedded default store (an SQLite file), blocks of 1M: the
+    # steady state issues from the native counter without a store round trip
+    import tempfile
+
+    folder = tempfile.mkdtemp(prefix="shardkit-bench-range-")
+    return idgen.RangeGenerator(idgen.SQLiteStore(Path(folder) / "ranges.sqlite3"),
+                                f"bench-{w}", block_size=RANGE_BLOCK)
+
+
+RANGE_BLOCK = 1_000_000
+NATIVE_RANGE = IdImpl("native-range", _range_generator, lambda g: g.next_id,
+                      lambda g: g.next_ids, ours=True)
+
 PEERS = (SNOWFLAKE_ID, SONYFLAKE, PYTHON_ULID, UUID6_UUID7, UU_UUID7, UU_UUID4, UUID4)
-SINGLE = (NATIVE, PYTHON, *PEERS)  # the next_id() case
-BATCHED = (NATIVE, PYTHON, *PEERS)  # the next_ids(n) case (peers: list comprehension)
+SINGLE = (NATIVE, PYTHON, NATIVE_RANGE, *PEERS)  # the next_id() case
+BATCHED = (NATIVE, PYTHON, NATIVE_RANGE, *PEERS)  # next_ids(n) (peers: list comprehension)
 TRUETIME = (NATIVE_TT, PYTHON_TT)
 BY_NAME = {i.name: i for i in (*SINGLE, *TRUETIME)}
 

@@ -74,3 +74,16 @@ def find(rows: Iterable[_R], case_id: str, impl: str) -> _R:
 def say(msg: str) -> None:
     """Progress on stderr, time-stamped."""
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def versions(packages: Iterable[str]) -> dict[str, str]:
+    """Installed versions; a build-only package (Cython) may be absent at run time."""
+    import importlib.metadata
+
+    out = {}
+    for p in packages:
+        try:
+            out[p] = importlib.metadata.version(p)
+        except importlib.metadata.PackageNotFoundError:
+            out[p] = "not installed"
+    return out

@@ -31,7 +31,6 @@ import argparse
 import collections
 import datetime
 import gc
-import importlib.metadata
 import json
 import os
 import platform
@@ -46,6 +45,7 @@ from typing import Any
 
 import _impls as im
 from _report import cpu_model, find, fingerprint, git, num, ratio, say
+from _report import versions as package_versions
 
 # --- plan ----------------------------------------------------------------------------
 
@@ -463,7 +463,7 @@ def environment() -> dict[str, Any]:
     import fastcore
 
     cpu = cpu_model()
-    versions = {p: importlib.metadata.version(p) for p in PACKAGES}
+    versions = package_versions(PACKAGES)
     versions["libmemcached (in pylibmc)"] = pylibmc.libmemcached_version
     dirty = git("status", "--porcelain", "--", "fastcore", "setup.py").splitlines()
     return {

@@ -43,7 +43,6 @@ import argparse
 import collections
 import datetime
 import gc
-import importlib.metadata
 import itertools
 import json
 import os
@@ -63,6 +62,7 @@ from typing import Any
 
 import _ids_impls as im
 from _report import cpu_model, find, fingerprint, git, num, ratio, say
+from _report import versions as package_versions
 
 # --- plan ----------------------------------------------------------------------------
 
@@ -77,12 +77,14 @@ class Plan:
     thread_calls: int  # per thread, 4 threads
     fork_calls: int  # parent and child each
     slow_calls: int  # thread / fork calls of sonyflake (25.6k IDs/s)
+    range_calls: int  # range IDs on Redis: next_id() calls timed one by one, per variant
 
 
 QUICK = Plan(rounds=3, turn_s=0.03, sample_s=0.001, batch_sample_s=0.1, latency_calls=30_000,
-             thread_calls=25_000, fork_calls=50_000, slow_calls=2_500)
+             thread_calls=25_000, fork_calls=50_000, slow_calls=2_500, range_calls=200_000)
 FULL = Plan(rounds=9, turn_s=0.1, sample_s=0.001, batch_sample_s=0.25, latency_calls=200_000,
-            thread_calls=100_000, fork_calls=200_000, slow_calls=10_000)
+            thread_calls=100_000, fork_calls=200_000, slow_calls=10_000,
+            range_calls=1_000_000)
 
 THREADS = 4
 WATCHDOG_S = 0.5  # the overflow test's watchdog moves the frozen clock after this
@@ -284,6 +286,73 @@ def batch_case(case_id: str, impls: tuple[im.IdImpl, ...], plan: Plan) -> list[R
     by_name = {i.name: i for i in impls}
     return [Row(case_id, name, per[name], 1, samples[name], by_name[name].ceiling)
             for name in samplers]
+
+
+# --- range IDs on Redis: the tail of next_id() -------------------------------------------
+
+RANGE_REDIS_BLOCK = 1000
+RANGE_VARIANTS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("lookahead=1 (a plain double buffer)", {"lookahead": 1}),
+    ("lookahead automatic (the default)", {}),
+    ("adaptive=True (block grows to 1M)", {"adaptive": True}),
+)
+RANGE_QS = (("p50", 0.5), ("p99", 0.99), ("p99.9", 0.999), ("p99.99", 0.9999))
+
+
+def range_latency(plan: Plan) -> dict[str, Any]:
+    """``RangeGenerator.next_id()`` over a RedisStore (own redis-server on loopback),
+    blocks of 1,000: every call timed, the variants interleaved by round."""
+    import redis
+
+    sys.path.insert(0, str(im.REPO / "tests"))
+    from servers import RedisServer
+
+    out: dict[str, Any] = {"calls": plan.range_calls, "block": RANGE_REDIS_BLOCK}
+    with tempfile.TemporaryDirectory() as folder:
+        server = RedisServer(Path(folder), "--save", "", "--appendonly", "no")
+        try:
+            client = redis.Redis.from_url(server.url)
+            rtt = latencies([lambda: client.incrby("bench:rtt", RANGE_REDIS_BLOCK)] * 5000)
+            client.close()
+            out["store round trip"] = {q: _pct(rtt, v) for q, v in RANGE_QS}
+            gens = {}
+            for i, (label, opts) in enumerate(RANGE_VARIANTS):
+                gen = im.idgen.RangeGenerator(im.idgen.RedisStore(server.url), f"lat-{i}",
+                                              block_size=RANGE_REDIS_BLOCK, **opts)
+                gen.next_id()  # the first block is leased by the caller: not timed
+                gens[label] = gen
+            lat: dict[str, list[int]] = {label: [] for label in gens}
+            per_round = plan.range_calls // plan.rounds
+            for r in range(plan.rounds):
+                for label in (list(gens) if r % 2 == 0 else list(gens)[::-1]):
+                    lat[label] += latencies([gens[label].next_id] * per_round)
+            for label, gen in gens.items():
+                xs = lat[label]
+                out[label] = {**{q: _pct(xs, v) for q, v in RANGE_QS}, "max": max(xs),
+                              "calls": len(xs), "stats": gen.stats()}
+                gen.close()
+                gen.store.close()
+        finally:
+            server.stop()
+    return out
+
+
+def range_table(d: dict[str, Any]) -> str:
+    lines = ["| variant | calls timed | p50 ns | p99 ns | p99.9 ns | p99.99 ns | max ns | "
+             "p99.9 / p50 | blocks | store calls | waits |", "| --- |" + " --- |" * 10]
+    rt = d["store round trip"]
+    lines.append(f"| the store round trip itself (redis-py `INCRBY`) | 5,000 | "
+                 f"{num(rt['p50'])} | {num(rt['p99'])} | {num(rt['p99.9'])} | "
+                 f"{num(rt['p99.99'])} | - | - | - | - | - |")
+    for label, _ in RANGE_VARIANTS:
+        v = d[label]
+        st = v["stats"]
+        lines.append(
+            f"| {label} | {v['calls']:,} | {num(v['p50'])} | {num(v['p99'])} | "
+            f"{num(v['p99.9'])} | {num(v['p99.99'])} | {num(v['max'])} | "
+            f"{v['p99.9'] / v['p50']:.1f}x | {st['blocks']:,} | "
+            f"{st['sync_fetches'] + st['prefetch_calls']:,} | {st['waits']:,} |")
+    return "\n".join(lines)
 
 
 # --- correctness (each test in a fresh interpreter) --------------------------------------
@@ -634,8 +703,7 @@ def environment() -> dict[str, Any]:
     from fastcore import _ids
 
     cpu = cpu_model()
-    versions = {p: importlib.metadata.version(p) for p in (*im.PEER_PACKAGES,
-                                                            "pytest-benchmark", "Cython")}
+    versions = package_versions((*im.PEER_PACKAGES, "pytest-benchmark", "Cython"))
     import sonyflake
 
     assert sonyflake.__version__ == versions["sonyflake"], "another package owns sonyflake/"
@@ -777,6 +845,16 @@ def clockback_table(c: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def range_targets(d: dict[str, Any]) -> list[tuple[str, str, bool]]:
+    v = d["lookahead automatic (the default)"]
+    rtt = d["store round trip"]["p50"]
+    ok = v["p99.9"] <= 2000 and v["p99.9"] < rtt / 10
+    return [(f"range next_id() on Redis, blocks of {d['block']:,}, {v['calls']:,} calls: "
+             "p99.9 near p50, no store round trip in the tail (<= 2 us and < 1/10 of the "
+             "round trip)", f"p50 {num(v['p50'])} ns, p99.9 {num(v['p99.9'])} ns "
+             f"({v['p99.9'] / v['p50']:.1f}x); round trip p50 {num(rtt)} ns", ok)]
+
+
 def targets(rows: list[Row], c: dict[str, Any]) -> list[tuple[str, str, bool]]:
     out: list[tuple[str, str, bool]] = []
     nat = find(rows, "next_id", "native")
@@ -790,6 +868,9 @@ def targets(rows: list[Row], c: dict[str, Any]) -> list[tuple[str, str, bool]]:
     out.append((">= 4x faster than snowflake-id (CPU ns, same run)", f"{x:.2f}x", x >= 4))
     x = find(rows, "next_id", "uuid-utils.uuid7").cpu_ns() / cpu
     out.append(("faster than uuid-utils' uuid7 (CPU ns, same run)", f"{x:.2f}x", x > 1))
+    rng = find(rows, "next_id", "native-range").cpu_ns()
+    out.append(("range next_id() <= 100 CPU ns per ID (SQLite store, blocks of 1M; loop "
+                "included)", f"{rng:.0f} ns", rng <= 100))
     for case_id, ceiling in (("next_ids", im.SNOWFLAKE_CEILING),
                              ("truetime_next_ids", im.TRUETIME_CEILING)):
         name = "native" if case_id == "next_ids" else "native-truetime"
@@ -835,6 +916,7 @@ class Report:
     plan: dict[str, Any]
     rows: list[Row] = field(default_factory=list)
     correctness: dict[str, Any] = field(default_factory=dict)
+    ranges: dict[str, Any] = field(default_factory=dict)
 
 
 def run(plan: Plan, skip_correctness: bool = False) -> Report:
@@ -848,6 +930,8 @@ def run(plan: Plan, skip_correctness: bool = False) -> Report:
     rep.rows += batch_case("next_ids", im.BATCHED, plan)
     say("TrueTime next_ids(10_000)")
     rep.rows += batch_case("truetime_next_ids", im.TRUETIME, plan)
+    say(f"range next_id() on Redis, {plan.range_calls:,} calls per variant")
+    rep.ranges = range_latency(plan)
     if not skip_correctness:
         rep.correctness = correctness(plan)
     rep.env["loadavg_end"] = os.getloadavg()
@@ -874,8 +958,9 @@ def markdown(rep: Report, quick: bool) -> str:
     ]
     rows = rep.rows
     parts = ["\n".join(f"- {h}" for h in head)]
-    if rep.correctness:
-        tgt = targets(rows, rep.correctness)
+    tgt = (targets(rows, rep.correctness) if rep.correctness else []) \
+        + range_targets(rep.ranges)
+    if tgt:
         parts.append("### Targets (research/idgen.md section 4), on the medians\n\n"
                      "| target | measured | met |\n| --- | --- | --- |\n"
                      + "\n".join(f"| {t} | {v} | {'met' if ok else 'NOT met'} |"
@@ -896,6 +981,13 @@ def markdown(rep: Report, quick: bool) -> str:
         + batch_table([r for r in rows if r.case_id == "next_ids"]),
         f"### TrueTime next_ids({im.BATCH:,}) on one generator\n\n"
         + batch_table([r for r in rows if r.case_id == "truetime_next_ids"]),
+        f"### Range IDs on Redis: latency of next_id(), blocks of {RANGE_REDIS_BLOCK:,}\n\n"
+        "`idgen.RangeGenerator` over `idgen.RedisStore` (a redis-server of our own on "
+        "loopback, no persistence), every call timed with a `perf_counter_ns` pair, the "
+        "variants interleaved by round; the first block (leased by the caller) is not "
+        "timed. `store calls` = blocks leased by the caller + background fetches; `waits` "
+        "= calls that found no block ready and waited for the fetch under way.\n\n"
+        + range_table(rep.ranges),
     ]
     if rep.correctness:
         c = rep.correctness
@@ -930,8 +1022,9 @@ def main() -> None:
     print(markdown(rep, args.quick))
     if args.json:
         data = {"env": rep.env, "plan": rep.plan, "rows": [asdict(r) for r in rep.rows],
-                "correctness": rep.correctness,
-                "targets": targets(rep.rows, rep.correctness) if rep.correctness else []}
+                "correctness": rep.correctness, "ranges": rep.ranges,
+                "targets": (targets(rep.rows, rep.correctness) if rep.correctness else [])
+                + range_targets(rep.ranges)}
         Path(args.json).write_text(json.dumps(data, indent=1, default=str))
 
 

@@ -13,6 +13,7 @@ from posix.time cimport CLOCK_MONOTONIC, CLOCK_REALTIME, clock_gettime, nanoslee
 import threading
 
 from fastcore._errors import (
+    ArgumentTypeError,
     ClockMovedBackwardsError,
     ClockStalledError,
     GeneratorDisabledError,
@@ -503,18 +504,50 @@ cdef class RangeCounter:
     cdef uint64_t _start
     cdef uint64_t _end
     cdef uint64_t _next
+    cdef uint64_t _mark
+    cdef object _refill
     cdef readonly object disabled
 
-    def __init__(self, start, end):
-        cdef uint64_t s, e
+    def __init__(self, start, end, refill=None):
+        if refill is not None and not callable(refill):
+            raise ArgumentTypeError(f"refill must be callable or None, got {refill!r}")
+        self._refill = refill
+        self.disabled = None
+        self._set(start, end, None)
+
+    cdef int _set(self, object start, object end, object mark) except -1:
+        cdef uint64_t s, e, m
         _field(start, "start", RANGE_LIMIT, &s)
         _field(end, "end", RANGE_LIMIT, &e)
         if s > e:
             raise InvalidArgumentError(f"start must be <= end, got start={start}, end={end}")
+        if mark is None:
+            m = e
+        else:
+            _field(mark, "mark", RANGE_LIMIT, &m)
+            if m < s or m > e:
+                raise InvalidArgumentError(
+                    f"mark must be within [start, end] = [{s}, {e}], got {mark}")
         self._start = s
         self._end = e
         self._next = s
-        self.disabled = None
+        self._mark = m
+        return 0
+
+    def set_range(self, start, end, mark=None):
+        self._set(start, end, mark)
+
+    def set_mark(self, mark):
+        cdef uint64_t m
+        _field(mark, "mark", RANGE_LIMIT, &m)
+        if m < self._start or m > self._end:
+            raise InvalidArgumentError(
+                f"mark must be within [start, end] = [{self._start}, {self._end}], got {mark}")
+        self._mark = m
+
+    @property
+    def mark(self):
+        return self._mark
 
     def __reduce__(self):
         raise TypeError("a RangeCounter cannot be pickled or copied: a copy would repeat its IDs")
@@ -539,12 +572,20 @@ cdef class RangeCounter:
         return self._end - self._next
 
     def next(self):
-        if self.disabled is not None:
-            raise GeneratorDisabledError(self.disabled)
-        if self._next >= self._end:
-            raise RangeExhaustedError(_range_used_up_message(self._start, self._end))
-        self._next += 1
-        return self._next - 1
+        cdef uint64_t value
+        while True:
+            if self.disabled is not None:
+                raise GeneratorDisabledError(self.disabled)
+            value = self._next
+            if self._refill is None:
+                if value >= self._end:
+                    raise RangeExhaustedError(_range_used_up_message(self._start, self._end))
+                self._next = value + 1
+                return value
+            if value < self._mark:
+                self._next = value + 1
+                return value
+            self._refill(self)  # moves the mark or installs a block, or raises
 
     def take(self, n):
         cdef uint64_t count, value, i

@@ -803,29 +803,79 @@ class IdCore:
 class RangeCounter:
     """Issues the IDs of a leased block ``[start, end)`` in order.
 
+    A counter can be reused for block after block: with a ``refill`` hook, :meth:`next`
+    calls ``refill(counter)`` when it reaches the *mark* (by default the end of the
+    block), and the hook moves the mark (:meth:`set_mark`, e.g. after asking for the
+    next block in the background) or installs a new block (:meth:`set_range`), or
+    raises; :meth:`next` then tries again. So the hot path stays one call into the
+    counter, and the owner's Python code runs only at the mark.
+
     Args:
         start: the first ID of the block.
         end: one past the last ID; ``0 <= start <= end <= 2**63``.
+        refill: called as ``refill(counter)`` by :meth:`next` at the mark (None: no
+            hook; :meth:`next` raises :class:`RangeExhaustedError` at the end).
 
     Raises:
-        ArgumentTypeError: ``start`` or ``end`` is not an int.
+        ArgumentTypeError: ``start`` or ``end`` is not an int, ``refill`` not callable.
         InvalidArgumentError: they are out of range or ``start > end``.
 
     Thread safe; cannot be pickled (a copy would repeat its IDs).
     """
 
-    __slots__ = ("_disabled", "_end", "_lock", "_next", "_start")
+    __slots__ = ("_disabled", "_end", "_lock", "_mark", "_next", "_refill", "_start")
 
-    def __init__(self, start: int, end: int) -> None:
+    def __init__(self, start: int, end: int,
+                 refill: Callable[[RangeCounter], object] | None = None) -> None:
+        if refill is not None and not callable(refill):
+            raise ArgumentTypeError(f"refill must be callable or None, got {refill!r}")
+        self._lock = threading.Lock()
+        self._refill = refill
+        self._disabled: str | None = None
+        self._set(start, end, None)
+
+    def _set(self, start: int, end: int, mark: int | None) -> None:
         _check_int(start, "start", 0, 1 << 63)
         _check_int(end, "end", 0, 1 << 63)
         if start > end:
             raise InvalidArgumentError(f"start must be <= end, got start={start}, end={end}")
-        self._start = start
-        self._end = end
-        self._next = start
-        self._disabled: str | None = None
-        self._lock = threading.Lock()
+        if mark is None:
+            mark = end
+        else:
+            _check_int(mark, "mark", 0, 1 << 63)
+            if not start <= mark <= end:
+                raise InvalidArgumentError(
+                    f"mark must be within [start, end] = [{start}, {end}], got {mark}")
+        with self._lock:
+            self._start = start
+            self._end = end
+            self._next = start
+            self._mark = mark
+
+    def set_range(self, start: int, end: int, mark: int | None = None) -> None:
+        """Issue from a new block ``[start, end)``, with the ``refill`` hook called when
+        :meth:`next` reaches ``mark`` (default ``end``).
+
+        Raises:
+            ArgumentTypeError, InvalidArgumentError: as the constructor, or a ``mark``
+                outside ``[start, end]``.
+        """
+        self._set(start, end, mark)
+
+    def set_mark(self, mark: int) -> None:
+        """Move the mark within the current block (``start <= mark <= end``).
+
+        Raises:
+            ArgumentTypeError: ``mark`` is not an int.
+            InvalidArgumentError: ``mark`` is outside ``[start, end]``.
+        """
+        _check_int(mark, "mark", 0, 1 << 63)
+        with self._lock:
+            if not self._start <= mark <= self._end:
+                raise InvalidArgumentError(
+                    f"mark must be within [start, end] = [{self._start}, {self._end}], "
+                    f"got {mark}")
+            self._mark = mark
 
     def __reduce__(self) -> NoReturn:
         raise TypeError("a RangeCounter cannot be pickled or copied: a copy would repeat its IDs")
@@ -854,25 +904,35 @@ class RangeCounter:
         return self._end - self._next
 
     @property
+    def mark(self) -> int:
+        """Where :meth:`next` calls the ``refill`` hook (the end unless moved)."""
+        return self._mark
+
+    @property
     def disabled(self) -> str | None:
         """The reason given to :meth:`disable`, or None while the counter works."""
         return self._disabled
 
     def next(self) -> int:
-        """Issue the next ID of the block.
+        """Issue the next ID of the block (calling ``refill`` at the mark, see above).
 
         Raises:
-            RangeExhaustedError: the block is used up.
+            RangeExhaustedError: the block is used up and there is no ``refill`` hook.
             GeneratorDisabledError: :meth:`disable` was called.
+            Exception: whatever the ``refill`` hook raises.
         """
-        with self._lock:
-            if self._disabled is not None:
-                _raise_disabled(self._disabled)
-            value = self._next
-            if value >= self._end:
-                raise RangeExhaustedError(_range_used_up_message(self._start, self._end))
-            self._next = value + 1
-            return value
+        while True:
+            with self._lock:
+                if self._disabled is not None:
+                    _raise_disabled(self._disabled)
+                value = self._next
+                refill = self._refill
+                if value < (self._end if refill is None else self._mark):
+                    self._next = value + 1
+                    return value
+                if refill is None:
+                    raise RangeExhaustedError(_range_used_up_message(self._start, self._end))
+            refill(self)  # outside the lock: it moves the mark or installs a block
 
     def take(self, n: int) -> list[int]:
         """Issue the next ``n`` IDs of the block, all or none.

@@ -11,10 +11,12 @@ import threading
 import time
 import weakref
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from fastcore import GeneratorDisabledError, RangeCounter, RangeExhaustedError
+from fastcore import RangeCounter, RangeExhaustedError
+from fastcore._errors import check_int
 
 from ._errors import ConfigError, GeneratorDisabled, IdGenError
 from ._lease import default_lease_dir
@@ -39,9 +41,8 @@ _BACKOFF_MIN_S = 0.05
 _BACKOFF_MAX_S = 2.0
 _IDLE_EXIT_S = 10.0  # the prefetch thread ends after this long without work
 _CLOSE_JOIN_S = 1.0
-# What the counter raises when the generator must switch blocks (used up, or disabled
-# by fork() or close()): the slow path sorts it out, the user never sees it.
-_SWITCH = (RangeExhaustedError, GeneratorDisabledError)
+_MAX_BATCH = 10_000_000
+_INHERITED = "range block inherited from the parent process by fork()"
 _monotonic = time.monotonic  # tests replace it to drive the adaptive block size
 _G = TypeVar("_G", bound="RangeGenerator")
 
@@ -198,10 +199,12 @@ class RangeGenerator:
         _LIVE.add(self)
 
     def _reset_state(self) -> None:
-        # Also the whole of the fork handler: fresh locks (a thread of the parent may
-        # have held the old ones), no block, no prefetched block, no prefetch thread.
-        self._counter = RangeCounter(0, 0)  # used up: the first call leases a block
-        self._tail: RangeCounter | None = None
+        # Also the whole of the fork handler: a fresh counter, fresh locks (a thread of
+        # the parent may have held the old ones), no block, nothing ready, no thread.
+        # ``next_id`` is the counter's own method (one call into C); the counter calls
+        # ``_at_mark`` when it reaches its mark: the prefetch point or the end.
+        self._counter = RangeCounter(0, 0, self._at_mark)  # empty: the first call leases
+        self.next_id = self._counter.next
         self._block: tuple[int, int] | None = None
         self._ready: deque[tuple[int, int]] = deque()  # prefetched blocks, in order
         self._installed_at: float | None = None
@@ -219,18 +222,12 @@ class RangeGenerator:
 
     # --- issuing --------------------------------------------------------------------------
 
-    def next_id(self) -> int:
-        """The next ID.
-
-        Raises:
-            StoreError: the block is used up and no new one could be leased.
-            GeneratorDisabled: the generator was closed.
-            IdSpaceExhausted: the sequence reached ``2**63 - 1``.
-        """
-        try:
-            return self._counter.next()
-        except _SWITCH:
-            return self._next_id_slow()
+    #: ``next_id() -> int``: the next ID. It is the native counter's own method (one
+    #: call into C; the generator's Python code runs only at a block's prefetch point
+    #: and end). Raises :class:`~idgen.StoreError` (the block is used up and no new one
+    #: could be leased), :class:`~idgen.GeneratorDisabled` (closed) or
+    #: :class:`~idgen.IdSpaceExhausted` (the sequence reached ``2**63 - 1``).
+    next_id: Callable[[], int]
 
     def next_ids(self, n: int) -> list[int]:
         """``n`` new IDs: consecutive within a block; a request for more IDs than a
@@ -243,59 +240,44 @@ class RangeGenerator:
             fastcore.ArgumentTypeError, fastcore.InvalidArgumentError: a bad ``n``.
             StoreError, GeneratorDisabled, IdSpaceExhausted: as :meth:`next_id`.
         """
-        try:
-            return self._counter.take(n)
-        except _SWITCH:
-            return self._next_ids_slow(n)
-
-    def _next_id_slow(self) -> int:
-        while True:
-            self._refill()
-            try:
-                return self._counter.next()
-            except _SWITCH:
-                continue  # other threads used it up meanwhile
-
-    def _next_ids_slow(self, n: int) -> list[int]:
+        check_int(n, "n", 0, _MAX_BATCH)
+        counter = self._counter
         out: list[int] = []
         while len(out) < n:
-            if self._closed:
-                raise GeneratorDisabled("the generator was closed")
             need = n - len(out)
-            counter = self._counter
-            have = counter.remaining if counter.disabled is None else 0
+            have = counter.mark - counter.next_value
             if have > 0:
-                with contextlib.suppress(*_SWITCH):  # other threads took them meanwhile
+                with contextlib.suppress(RangeExhaustedError):  # others took them meanwhile
                     out += counter.take(min(have, need))
                 continue
-            if need > self._size and self._tail is None:  # more than a block: its own
-                with self._lock:
+            if need > self._size and counter.next_value >= counter.end and not self._closed:
+                with self._lock:  # more than a block, none left: a block of its own
                     self._stats["sync_fetches"] += 1
                 start, end = self._allocate(need)
                 out += range(start, end)
                 break
-            self._refill()
+            self._at_mark(counter)
         return out
 
     # --- switching blocks -----------------------------------------------------------------
 
-    def _refill(self) -> None:
-        """Make ``self._counter`` a counter with IDs left (or raise)."""
+    def _at_mark(self, counter: RangeCounter) -> None:
+        """The counter reached its mark: ask for more blocks, or install the next run."""
         with self._refill_lock:
             if self._closed:
                 raise GeneratorDisabled("the generator was closed")
-            counter = self._counter
-            if counter.disabled is None and counter.remaining > 0:
-                return  # another thread switched already
-            tail = self._tail
-            if tail is not None:  # the head of the block is used up: prefetch now
-                self._tail = None
-                self._counter = tail
+            if counter is not self._counter:  # a counter used across fork()
+                raise GeneratorDisabled(_INHERITED)
+            value, end = counter.next_value, counter.end
+            if value < counter.mark:
+                return  # another thread moved on already
+            if value < end:  # the prefetch point: fetch now, issue the rest meanwhile
+                counter.set_mark(end)
                 with self._lock:
                     if len(self._ready) < self._depth:
                         self._request_prefetch()
                 return
-            if counter.disabled is None and self._block is not None:
+            if self._block is not None:
                 self._measure_rate(_monotonic())
             self._install(self._next_block())
 
@@ -374,11 +356,9 @@ class RangeGenerator:
         split = end - tail_size
         self._block = (start, end)
         if tail_size and split > start:
-            self._tail = RangeCounter(split, end)
-            self._counter = RangeCounter(start, split)
+            self._counter.set_range(start, end, split)
         else:
-            self._tail = None
-            self._counter = RangeCounter(start, end)
+            self._counter.set_range(start, end)
             if tail_size:  # prefetch_at=1: fetch the next block right away
                 with self._lock:
                     if len(self._ready) < self._depth:
@@ -465,10 +445,7 @@ class RangeGenerator:
     def _forked(self) -> None:
         # In the child right after fork(): no I/O. The parent keeps issuing from the
         # inherited blocks, so the child must never touch them.
-        reason = "range block inherited from the parent process by fork()"
-        for counter in (self._counter, self._tail):
-            if counter is not None:
-                counter.disable(reason)
+        self._counter.disable(_INHERITED)  # for a next_id a caller kept from before
         self._reset_state()
 
     @property
@@ -489,16 +466,10 @@ class RangeGenerator:
     @property
     def current_block(self) -> RangeBlock | None:
         """The block being issued from (a snapshot), or None before the first ID."""
-        block, counter, tail = self._block, self._counter, self._tail
-        if block is None:
+        counter = self._counter
+        if self._block is None:
             return None
-        if counter.remaining > 0:
-            next_value = counter.next_value
-        elif tail is not None:
-            next_value = tail.next_value
-        else:
-            next_value = block[1]
-        return RangeBlock(self._name, block[0], block[1], next_value)
+        return RangeBlock(self._name, counter.start, counter.end, counter.next_value)
 
     def stats(self) -> dict[str, int]:
         """Counters since construction: ``blocks`` installed, ``prefetched`` (blocks
@@ -520,9 +491,7 @@ class RangeGenerator:
             self._ready.clear()
             worker = self._worker
             self._cond.notify_all()
-        for counter in (self._counter, self._tail):
-            if counter is not None:
-                counter.disable("the generator was closed")
+        self._counter.disable("the generator was closed")
         if worker is not None and worker is not threading.current_thread():
             worker.join(_CLOSE_JOIN_S)
         _LIVE.discard(self)

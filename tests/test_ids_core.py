@@ -825,3 +825,88 @@ def test_same_range_counter(native: Impl, python_impl: Impl) -> None:
         yield repr(r), r.remaining
 
     assert list(run(native.ids)) == list(run(python_impl.ids))
+
+
+def test_range_counter_refill_hook_moves_the_mark_and_installs_blocks(impl: Impl) -> None:
+    RC = impl.ids.RangeCounter
+    seen: list[tuple[int, int, int]] = []
+    blocks = iter([(100, 104), (200, 203)])
+
+    def refill(counter: Any) -> None:
+        seen.append((counter.next_value, counter.mark, counter.end))
+        if counter.next_value < counter.end:
+            counter.set_mark(counter.end)  # the prefetch point: issue the rest
+        else:
+            counter.set_range(*next(blocks))  # StopIteration ends it
+
+    r = RC(0, 4, refill)
+    r.set_mark(2)
+    assert r.mark == 2
+    assert [r.next() for _ in range(11)] == [0, 1, 2, 3, 100, 101, 102, 103, 200, 201, 202]
+    assert seen == [(2, 2, 4), (4, 4, 4), (104, 104, 104)]
+    with pytest.raises(StopIteration):  # what the hook raises reaches the caller
+        r.next()
+    assert r.take(0) == [] and r.remaining == 0
+    r.set_range(7, 9, 7)  # take() ignores the mark and the hook: only the end counts
+    assert r.take(2) == [7, 8] and r.mark == 7
+    with pytest.raises(RangeExhaustedError):
+        r.take(1)
+    with pytest.raises(InvalidArgumentError, match=r"mark must be within \[start, end\] = "
+                       r"\[7, 9\], got 10"):
+        r.set_mark(10)
+    with pytest.raises(InvalidArgumentError, match=r"mark must be within .* got 3"):
+        r.set_range(5, 8, 3)
+    with pytest.raises(ArgumentTypeError, match="mark must be an int"):
+        r.set_mark(2.0)
+    with pytest.raises(ArgumentTypeError, match="refill must be callable or None, got 5"):
+        RC(0, 1, 5)
+    # without a hook the mark is ignored: the block is issued to its end
+    plain = RC(0, 3)
+    plain.set_mark(1)
+    assert [plain.next() for _ in range(3)] == [0, 1, 2]
+    # a disabled counter raises before the hook runs
+    r.set_range(0, 5, 0)
+    r.disable("closed")
+    with pytest.raises(GeneratorDisabledError, match="closed"):
+        r.next()
+    assert len(seen) == 4  # three refills and the one that raised
+
+
+@relaxed
+@given(ops=st.lists(st.tuples(st.sampled_from(["next", "take", "mark", "range"]),
+                              st.integers(-2, 12)), max_size=60))
+def test_same_range_counter_with_hook(native: Impl, python_impl: Impl,
+                                      ops: list[tuple[str, int]]) -> None:
+    def run(ids_mod: Any) -> list[object]:
+        calls: list[int] = []
+
+        def refill(counter: Any) -> None:
+            calls.append(counter.next_value)
+            if len(calls) % 5 == 0:
+                raise LookupError("no block")
+            if counter.next_value < counter.end:
+                counter.set_mark(counter.end)
+            else:
+                counter.set_range(counter.end + 3, counter.end + 3 + len(calls) % 4)
+
+        def hooked(fn: Callable[[], object]) -> object:
+            try:
+                return _call(fn)
+            except LookupError as exc:  # raised by the hook: passed through as is
+                return ("hook", str(exc))
+
+        r = ids_mod.RangeCounter(10, 14, refill)
+        out: list[object] = []
+        for op, k in ops:
+            if op == "next":
+                out.append(hooked(r.next))
+            elif op == "take":
+                out.append(_call(lambda k=k: r.take(k)))
+            elif op == "mark":
+                out.append(_call(lambda k=k: r.set_mark(r.start + k)))
+            else:
+                out.append(_call(lambda k=k: r.set_range(k * 10, k * 10 + 5, k * 10 + 2)))
+            out.append((r.start, r.end, r.next_value, r.mark))
+        return [*out, calls]
+
+    assert run(native.ids) == run(python_impl.ids)

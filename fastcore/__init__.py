@@ -11,6 +11,7 @@ this is shardkit's.
 from __future__ import annotations
 
 from ._errors import (
+    MAX_MERKLE_DEPTH,
     MAX_NODES,
     MAX_POINTS,
     MAX_VNODES,
@@ -18,13 +19,16 @@ from ._errors import (
     ArgumentTypeError,
     ClockMovedBackwardsError,
     ClockStalledError,
+    CorruptTreeError,
     EmptyRingError,
     FastcoreError,
     GeneratorDisabledError,
     IdGenError,
     IdSpaceExhaustedError,
     InvalidArgumentError,
+    KeyRangeError,
     RangeExhaustedError,
+    TreeMismatchError,
     UnknownNodeError,
 )
 from ._impl import NATIVE
@@ -55,10 +59,13 @@ else:
     from ._ring_py import HashRing
 
 from ._bounded import BoundedLoadBalancer, pick_bounded
+from ._merkle_common import KeyDiff, MerkleDiff, compare_keys, diff_levels
+from ._merkle_py import MerkleTree, item_digest, key_token  # native: see issue 4 port
 
 __version__ = "0.1.0"
 
 __all__ = (
+    "MAX_MERKLE_DEPTH",
     "MAX_NODES",
     "MAX_POINTS",
     "MAX_VNODES",
@@ -70,6 +77,7 @@ __all__ = (
     "BoundedLoadBalancer",
     "ClockMovedBackwardsError",
     "ClockStalledError",
+    "CorruptTreeError",
     "EmptyRingError",
     "FastcoreError",
     "GeneratorDisabledError",
@@ -79,12 +87,21 @@ __all__ = (
     "IdLayout",
     "IdSpaceExhaustedError",
     "InvalidArgumentError",
+    "KeyDiff",
+    "KeyRangeError",
+    "MerkleDiff",
+    "MerkleTree",
     "RangeCounter",
     "RangeExhaustedError",
+    "TreeMismatchError",
     "UnknownNodeError",
     "__version__",
+    "compare_keys",
+    "diff_levels",
     "eps_bound_ms",
     "eps_code",
+    "item_digest",
+    "key_token",
     "md5_digest",
     "pick_bounded",
     "xxh3_64",

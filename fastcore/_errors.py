@@ -7,6 +7,7 @@ classes with the same messages.
 from __future__ import annotations
 
 __all__ = (
+    "MAX_MERKLE_DEPTH",
     "MAX_NODES",
     "MAX_POINTS",
     "MAX_VNODES",
@@ -14,13 +15,16 @@ __all__ = (
     "ArgumentTypeError",
     "ClockMovedBackwardsError",
     "ClockStalledError",
+    "CorruptTreeError",
     "EmptyRingError",
     "FastcoreError",
     "GeneratorDisabledError",
     "IdGenError",
     "IdSpaceExhaustedError",
     "InvalidArgumentError",
+    "KeyRangeError",
     "RangeExhaustedError",
+    "TreeMismatchError",
     "UnknownNodeError",
     "check_int",
 )
@@ -56,6 +60,22 @@ class UnknownNodeError(FastcoreError, KeyError):
 
     def __str__(self) -> str:  # KeyError would repr() the message
         return str(self.args[0]) if self.args else ""
+
+
+class KeyRangeError(InvalidArgumentError):
+    """A key (or token) lies outside the hash range ``[lo, hi)`` a Merkle tree covers."""
+
+
+class TreeMismatchError(InvalidArgumentError):
+    """Two Merkle trees of different shapes (depth, range or inner rule) were combined."""
+
+
+class CorruptTreeError(InvalidArgumentError):
+    """Bytes given to ``MerkleTree.from_bytes`` are not a valid serialised tree."""
+
+
+#: Deepest Merkle tree: 2**24 leaves, 256 MiB of digests.
+MAX_MERKLE_DEPTH = 24
 
 
 class IdGenError(FastcoreError):

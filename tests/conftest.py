@@ -25,6 +25,7 @@ class Impl:
     hash: types.ModuleType
     ring: types.ModuleType
     ids: types.ModuleType
+    merkle: types.ModuleType
 
 
 def _load(name: str) -> Impl:
@@ -34,6 +35,7 @@ def _load(name: str) -> Impl:
         hash=importlib.import_module(f"fastcore._hash{suffix}"),
         ring=importlib.import_module(f"fastcore._ring{suffix}"),
         ids=importlib.import_module(f"fastcore._ids{suffix}"),
+        merkle=importlib.import_module(f"fastcore._merkle{suffix}"),
     )
 
 

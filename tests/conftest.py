@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from servers import RedisServer
+from servers import MemcachedServer, RedisServer
 
 import fastcore
 from fastcore._impl import PURE_PYTHON_REQUESTED
@@ -89,3 +89,26 @@ def run_threads(work: Callable[[int], None], n: int) -> None:
 
 
 __all__ = ("Impl", "fastcore", "run_threads")
+
+
+@pytest.fixture(scope="session")
+def memcached_urls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
+    """Four memcached processes of our own, shared by the session (never killed)."""
+    servers = [MemcachedServer() for _ in range(4)]
+    try:
+        yield [s.url for s in servers]
+    finally:
+        for s in servers:
+            s.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_urls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
+    """Four redis-server processes of our own, shared by the session (never killed)."""
+    servers = [RedisServer(tmp_path_factory.mktemp(f"redis{i}"), "--save", "",
+                           "--appendonly", "no") for i in range(4)]
+    try:
+        yield [s.url for s in servers]
+    finally:
+        for s in servers:
+            s.stop()

@@ -59,8 +59,72 @@ class RedisServer:
         os.kill(self.proc.pid, signal.SIGKILL)
         self.proc.wait(timeout=10)
 
+    def freeze(self) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGCONT)
+
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             os.kill(self.proc.pid, signal.SIGCONT)  # in case a test left it stopped
+            os.kill(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(timeout=10)
+
+
+MEMCACHED = shutil.which("memcached") or "/usr/bin/memcached"
+
+
+class MemcachedServer:
+    """A memcached of our own on a free loopback port, stopped by PID."""
+
+    def __init__(self, *args: str) -> None:
+        assert os.path.exists(MEMCACHED), \
+            f"{MEMCACHED} is required (CI installs the Debian package); these tests do not skip"
+        self.port = free_port()
+        self.args = args
+        self.url = f"memcached://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    def start(self) -> None:
+        """Start (or restart, empty) on the same port; wait until it answers."""
+        self.proc = subprocess.Popen(
+            [MEMCACHED, "-l", "127.0.0.1", "-p", str(self.port), "-U", "0", "-m", "64",
+             "-u", "nobody" if os.geteuid() == 0 else os.environ.get("USER", "root"),
+             *self.args],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
+                    s.sendall(b"version\r\n")
+                    if s.recv(100).startswith(b"VERSION"):
+                        return
+            except OSError:
+                pass
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise RuntimeError(f"memcached did not start on port {self.port}")
+            time.sleep(0.02)
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def freeze(self) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGCONT)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGCONT)
             os.kill(self.proc.pid, signal.SIGTERM)
             self.proc.wait(timeout=10)

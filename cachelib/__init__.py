@@ -1,0 +1,55 @@
+"""shardkit's cache client: keys sharded over Memcached and Redis servers with the
+``fastcore`` ring, multi-key calls fanned out to every server at once, honest failure
+handling (a circuit breaker per server, never a silent miss unless asked for), and an
+in-process LRU + TTL backend as the embedded default.
+
+Example::
+
+    from cachelib import CacheClient
+
+    cache = CacheClient(["memcached://10.0.0.5:11211", "memcached://10.0.0.6:11211"])
+    cache.set("user:42", {"name": "Ada"}, ttl=300)
+    cache.get("user:42")                  # {'name': 'Ada'}
+    cache.get_many(["user:42", "user:7"]) # one request per server, all in flight at once
+"""
+
+from __future__ import annotations
+
+from ._backends import MemcachedBackend, RedisBackend, ServerStats
+from ._client import CacheClient
+from ._errors import (
+    CacheError,
+    ConfigError,
+    InvalidKeyError,
+    KeyTypeError,
+    SerializationError,
+    ServerUnavailable,
+    SignatureError,
+    ValueTooLargeError,
+    ValueTypeError,
+)
+from ._keys import KeyCodec
+from ._memory import MemoryBackend
+from ._values import Serializer
+
+__version__ = "0.1.0"
+
+__all__ = (
+    "CacheClient",
+    "CacheError",
+    "ConfigError",
+    "InvalidKeyError",
+    "KeyCodec",
+    "KeyTypeError",
+    "MemcachedBackend",
+    "MemoryBackend",
+    "RedisBackend",
+    "SerializationError",
+    "Serializer",
+    "ServerStats",
+    "ServerUnavailable",
+    "SignatureError",
+    "ValueTooLargeError",
+    "ValueTypeError",
+    "__version__",
+)

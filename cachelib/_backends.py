@@ -1,0 +1,698 @@
+"""Server backends: one Memcached or Redis server each, over the field's own clients
+(pymemcache, redis-py), with a connection pool, fork safety and a circuit breaker.
+
+A backend stores raw ``(payload, flags)`` under ``bytes`` keys, as
+:class:`~cachelib.MemoryBackend` does; :class:`~cachelib.CacheClient` serialises values,
+encodes keys and picks the backend with the ring. Multi-key operations are split in a
+``send_*`` half that writes the request and a ``recv_*`` half that reads the reply, so
+the client can put every server's request on the wire before it reads any reply.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import threading
+import time
+import urllib.parse
+from collections.abc import Iterator
+from typing import Any
+
+from ._errors import ConfigError, ServerUnavailable
+
+__all__ = ("Breaker", "MemcachedBackend", "RedisBackend", "ServerStats", "parse_server")
+
+#: Largest value payload a Memcached backend sends by default: memcached's default item
+#: size is 1 MiB (``-I``), which also holds the key and the item header.
+log = logging.getLogger("cachelib")
+MEMCACHED_MAX_VALUE = 1024 * 1024 - 1024
+REDIS_MAX_VALUE = 512 * 1024 * 1024
+_INT_FLAGS = 2  # the Serializer's type code of an int: stored as plain ASCII decimal
+
+
+class ServerStats:
+    """Counters of one server (read them through ``CacheClient.stats()``)."""
+
+    __slots__ = ("errors", "fast_failures", "hits", "keys", "latency_s", "lock", "misses",
+                 "ops", "timeouts")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.ops = self.keys = self.hits = self.misses = 0
+        self.errors = self.timeouts = self.fast_failures = 0
+        self.latency_s = 0.0
+
+    def as_dict(self) -> dict[str, float]:
+        with self.lock:
+            return {"ops": self.ops, "keys": self.keys, "hits": self.hits,
+                    "misses": self.misses, "errors": self.errors, "timeouts": self.timeouts,
+                    "fast_failures": self.fast_failures, "latency_s": self.latency_s,
+                    "mean_latency_us": self.latency_s / self.ops * 1e6 if self.ops else 0.0}
+
+
+class Breaker:
+    """Circuit breaker of one server.
+
+    A refused connection or a timeout marks the server down for ``dead_timeout``
+    seconds; meanwhile calls fail at once without touching the network. After the
+    window one call (the probe) may try again; the others keep failing fast until the
+    probe succeeds. So a hung server costs at most one timeout per window.
+    """
+
+    __slots__ = ("_lock", "_probing", "dead_timeout", "down_until", "last_error")
+
+    def __init__(self, dead_timeout: float) -> None:
+        self.dead_timeout = dead_timeout
+        self.down_until = 0.0
+        self.last_error: str = ""
+        self._probing = False
+        self._lock = threading.Lock()
+
+    def allow(self) -> bool:
+        """Whether a call may go to the server now."""
+        if not self.down_until:
+            return True
+        with self._lock:
+            if not self.down_until:
+                return True
+            if self._probing or time.monotonic() < self.down_until:
+                return False
+            self._probing = True  # this caller probes
+            return True
+
+    def success(self) -> None:
+        if self.down_until or self._probing:
+            with self._lock:
+                self.down_until = 0.0
+                self._probing = False
+
+    def failure(self, error: str) -> None:
+        with self._lock:
+            self.down_until = time.monotonic() + self.dead_timeout
+            self._probing = False
+            self.last_error = error
+
+    @property
+    def is_down(self) -> bool:
+        return bool(self.down_until)
+
+
+def parse_server(url: str) -> dict[str, Any]:
+    """Splits a server URL into its parts.
+
+    ``memcached://host:port``, ``redis://[user:password@]host:port/db``, ``rediss://``
+    (TLS), ``unix:///path`` (memcached) or ``redis+unix:///path?db=N``.
+
+    Raises:
+        ConfigError: an unknown scheme or a malformed URL.
+    """
+    if not isinstance(url, str):
+        raise ConfigError(f"a server must be a URL str or a backend, not {type(url).__name__}")
+    parts = urllib.parse.urlsplit(url)
+    scheme = parts.scheme
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise ConfigError(f"bad port in server URL {url!r}: {exc}") from None
+    if scheme == "memcached":
+        if not parts.hostname:
+            raise ConfigError(f"server URL {url!r} has no host")
+        return {"kind": "memcached", "host": parts.hostname, "port": port or 11211}
+    if scheme == "unix":
+        if not parts.path:
+            raise ConfigError(f"server URL {url!r} has no socket path")
+        return {"kind": "memcached", "path": parts.path}
+    if scheme in ("redis", "rediss", "redis+unix"):
+        return {"kind": "redis", "url": url}
+    raise ConfigError(
+        f"unknown server URL scheme {scheme!r} in {url!r}: use memcached://host:port, "
+        "unix:///path, redis://host:port/db, rediss://host:port/db or redis+unix:///path")
+
+
+def _reason(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def _is_timeout(exc: BaseException) -> bool:
+    if isinstance(exc, (TimeoutError, socket.timeout)):
+        return True
+    import redis
+
+    return isinstance(exc, redis.TimeoutError)
+
+
+class _Backend:
+    """What the two server backends share: naming, stats, breaker, error handling."""
+
+    name: str
+    max_value: int
+
+    def __init__(self, name: str, dead_timeout: float) -> None:
+        self.name = name
+        self.stats = ServerStats()
+        self.breaker = Breaker(dead_timeout)
+        #: ``on_op(server, op, keys, seconds, error)`` after every call (set by the client)
+        self.on_op: Any = None
+
+    def _hook(self, op: str, keys: int, seconds: float, error: BaseException | None) -> None:
+        try:
+            self.on_op(self.name, op, keys, seconds, error)
+        except Exception:  # a metrics hook must never break the cache call
+            log.exception("cachelib on_op hook failed")
+
+    def check(self) -> None:
+        """Raise :class:`ServerUnavailable` at once if the breaker is open."""
+        if not self.breaker.allow():
+            with self.stats.lock:
+                self.stats.fast_failures += 1
+            raise ServerUnavailable(
+                self.name, f"{self.name} is marked down ({self.breaker.last_error}); "
+                f"retried after {self.breaker.dead_timeout:g} s")
+
+    def failed(self, exc: BaseException, what: str) -> ServerUnavailable:
+        """Record a failure, open the breaker; the error to raise."""
+        timeout = _is_timeout(exc)
+        with self.stats.lock:
+            self.stats.errors += 1
+            self.stats.timeouts += timeout
+        reason = _reason(exc)
+        self.breaker.failure(reason)
+        if self.on_op is not None:
+            self._hook(what, 0, 0.0, exc)
+        err = ServerUnavailable(self.name, f"{what} on {self.name} failed: {reason}")
+        err.__cause__ = exc
+        return err
+
+    def done(self, op: str, started: float, keys: int, hits: int) -> None:
+        self.breaker.success()
+        elapsed = time.perf_counter() - started
+        if self.on_op is not None:
+            self._hook(op, keys, elapsed, None)
+        st = self.stats
+        with st.lock:
+            st.ops += 1
+            st.keys += keys
+            st.hits += hits
+            st.misses += keys - hits
+            st.latency_s += elapsed
+
+
+# --- Memcached -----------------------------------------------------------------------------
+
+
+class _Serde:
+    """pymemcache serde passing ``(payload, flags)`` through untouched."""
+
+    @staticmethod
+    def serialize(key: bytes, value: tuple[bytes, int]) -> tuple[bytes, int]:
+        return value
+
+    @staticmethod
+    def deserialize(key: bytes, value: bytes, flags: int) -> tuple[bytes, int]:
+        return value, flags
+
+
+class MemcachedBackend(_Backend):
+    """One memcached server through pymemcache, with a pool of connections.
+
+    Args:
+        url: ``memcached://host:port`` or ``unix:///path``.
+        timeout: seconds to wait for a reply (a hung server fails after this).
+        connect_timeout: seconds to wait for a connection.
+        dead_timeout: seconds a failed server is skipped (circuit breaker).
+        max_value: largest value payload sent (memcached's item size, minus overhead).
+        max_idle: connections kept in the pool.
+    """
+
+    def __init__(self, url: str, *, timeout: float = 0.25, connect_timeout: float = 0.25,
+                 dead_timeout: float = 2.0, max_value: int = MEMCACHED_MAX_VALUE,
+                 max_idle: int = 16) -> None:
+        spec = parse_server(url)
+        if spec["kind"] != "memcached":
+            raise ConfigError(f"not a memcached URL: {url!r}")
+        self._address: tuple[str, int] | str = spec.get("path") or (spec["host"], spec["port"])
+        host_port = spec.get("path") or (
+            spec["host"] if spec["port"] == 11211 else f"{spec['host']}:{spec['port']}")
+        super().__init__(f"{spec['host']}:{spec['port']}" if "host" in spec else spec["path"],
+                         dead_timeout)
+        self.ketama_name = host_port  # libmemcached's point strings omit port 11211
+        self.url = url
+        self.timeout = timeout
+        self.connect_timeout = connect_timeout
+        self.max_value = max_value
+        self._max_idle = max_idle
+        self._idle: list[Any] = []
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+
+    # connections ----------------------------------------------------------------------
+
+    def _new_client(self) -> Any:
+        from pymemcache.client.base import Client
+
+        return Client(self._address, serde=_Serde(), timeout=self.timeout,
+                      connect_timeout=self.connect_timeout, no_delay=True,
+                      default_noreply=False)
+
+    def _acquire(self) -> Any:
+        if self._pid != os.getpid():  # forked: never touch the parent's sockets
+            with self._lock:
+                if self._pid != os.getpid():
+                    self._idle = []
+                    self._lock = threading.Lock()
+                    self._pid = os.getpid()
+        with self._lock:
+            if self._idle:
+                return self._idle.pop()
+        return self._new_client()
+
+    def _release(self, client: Any, ok: bool) -> None:
+        if not ok or self._pid != os.getpid():
+            with contextlib.suppress(Exception):
+                client.close()
+            return
+        with self._lock:
+            if len(self._idle) < self._max_idle:
+                self._idle.append(client)
+                return
+        client.close()
+
+    @contextlib.contextmanager
+    def _client(self, what: str) -> Iterator[Any]:
+        self.check()
+        client = self._acquire()
+        ok = False
+        try:
+            yield client
+            ok = True
+        except ServerUnavailable:
+            raise
+        except Exception as exc:
+            raise self.failed(exc, what) from exc
+        finally:
+            self._release(client, ok)
+
+    # single keys ----------------------------------------------------------------------
+
+    def get(self, key: bytes) -> tuple[bytes, int] | None:
+        started = time.perf_counter()
+        with self._client("get") as c:
+            value: tuple[bytes, int] | None = c.get(key)
+        self.done("get", started, 1, value is not None)
+        return value
+
+    def set(self, key: bytes, payload: bytes, flags: int, ttl: int) -> None:
+        started = time.perf_counter()
+        with self._client("set") as c:
+            c.set(key, (payload, flags), expire=ttl, noreply=False)
+        self.done("set", started, 1, 1)
+
+    def add(self, key: bytes, payload: bytes, flags: int, ttl: int) -> bool:
+        started = time.perf_counter()
+        with self._client("add") as c:
+            stored = bool(c.add(key, (payload, flags), expire=ttl, noreply=False))
+        self.done("add", started, 1, 1)
+        return stored
+
+    def delete(self, key: bytes) -> bool:
+        started = time.perf_counter()
+        with self._client("delete") as c:
+            found = bool(c.delete(key, noreply=False))
+        self.done("delete", started, 1, found)
+        return found
+
+    def touch(self, key: bytes, ttl: int) -> bool:
+        started = time.perf_counter()
+        with self._client("touch") as c:
+            found = bool(c.touch(key, expire=ttl, noreply=False))
+        self.done("touch", started, 1, found)
+        return found
+
+    def incr(self, key: bytes, delta: int) -> int | None:
+        started = time.perf_counter()
+        with self._client("incr") as c:
+            value = c.incr(key, delta, noreply=False)
+        self.done("incr", started, 1, value is not None)
+        return None if value is None else int(value)
+
+    def decr(self, key: bytes, delta: int) -> int | None:
+        started = time.perf_counter()
+        with self._client("decr") as c:
+            value = c.decr(key, delta, noreply=False)
+        self.done("decr", started, 1, value is not None)
+        return None if value is None else int(value)
+
+    # several keys: request out, reply in ----------------------------------------------
+
+    def _send(self, data: bytes, what: str) -> Any:
+        self.check()
+        client = self._acquire()
+        try:
+            if client.sock is None:
+                client._connect()
+            client.sock.sendall(data)
+        except Exception as exc:
+            self._release(client, False)
+            raise self.failed(exc, what) from exc
+        return client
+
+    def send_get_many(self, keys: list[bytes]) -> Any:
+        return (self._send(b"get " + b" ".join(keys) + b"\r\n", "get_many"), len(keys),
+                time.perf_counter())
+
+    def recv_get_many(self, pending: Any) -> dict[bytes, tuple[bytes, int]]:
+        client, count, started = pending
+        out: dict[bytes, tuple[bytes, int]] = {}
+        try:
+            reader = _Reader(client.sock)
+            while True:
+                line = reader.line()
+                if line == b"END":
+                    break
+                parts = line.split()
+                if len(parts) < 4 or parts[0] != b"VALUE":
+                    raise OSError(f"unexpected reply to get: {line[:80]!r}")
+                size = int(parts[3])
+                out[parts[1]] = (reader.exactly(size + 2)[:size], int(parts[2]))
+        except Exception as exc:
+            self._release(client, False)
+            raise self.failed(exc, "get_many") from exc
+        self._release(client, True)
+        self.done("get_many", started, count, len(out))
+        return out
+
+    def send_set_many(self, items: list[tuple[bytes, bytes, int]], ttl: int) -> Any:
+        expire = str(ttl).encode()
+        chunks = []
+        for key, payload, flags in items:
+            chunks += [b"set ", key, b" ", str(flags).encode(), b" ", expire, b" ",
+                       str(len(payload)).encode(), b"\r\n", payload, b"\r\n"]
+        return (self._send(b"".join(chunks), "set_many"), [k for k, _, _ in items],
+                time.perf_counter())
+
+    def recv_set_many(self, pending: Any) -> list[bytes]:
+        """The keys that were not stored (empty when all were)."""
+        client, keys, started = pending
+        failed: list[bytes] = []
+        try:
+            reader = _Reader(client.sock)
+            for key in keys:
+                line = reader.line()
+                if line != b"STORED":
+                    if line.startswith((b"SERVER_ERROR", b"CLIENT_ERROR", b"ERROR")):
+                        failed.append(key)
+                    else:
+                        raise OSError(f"unexpected reply to set: {line[:80]!r}")
+        except Exception as exc:
+            self._release(client, False)
+            raise self.failed(exc, "set_many") from exc
+        self._release(client, True)
+        self.done("set_many", started, len(keys), len(keys) - len(failed))
+        return failed
+
+    def send_delete_many(self, keys: list[bytes]) -> Any:
+        data = b"".join(b"delete " + k + b"\r\n" for k in keys)
+        return self._send(data, "delete_many"), len(keys), time.perf_counter()
+
+    def recv_delete_many(self, pending: Any) -> int:
+        client, count, started = pending
+        found = 0
+        try:
+            reader = _Reader(client.sock)
+            for _ in range(count):
+                line = reader.line()
+                if line == b"DELETED":
+                    found += 1
+                elif line != b"NOT_FOUND":
+                    raise OSError(f"unexpected reply to delete: {line[:80]!r}")
+        except Exception as exc:
+            self._release(client, False)
+            raise self.failed(exc, "delete_many") from exc
+        self._release(client, True)
+        self.done("delete_many", started, count, found)
+        return found
+
+    def flush(self) -> None:
+        with self._client("flush_all") as c:
+            c.flush_all(noreply=False)
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        if self._pid == os.getpid():
+            for c in idle:
+                with contextlib.suppress(Exception):
+                    c.close()
+
+    def __repr__(self) -> str:
+        return f"MemcachedBackend({self.url!r})"
+
+
+class _Reader:
+    """Buffered reads of memcached text replies from one socket."""
+
+    __slots__ = ("_buf", "_pos", "_sock")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._buf = b""
+        self._pos = 0
+
+    def _more(self) -> None:
+        chunk = self._sock.recv(262144)
+        if not chunk:
+            raise ConnectionResetError("the server closed the connection")
+        self._buf = self._buf[self._pos:] + chunk
+        self._pos = 0
+
+    def line(self) -> bytes:
+        while True:
+            end = self._buf.find(b"\r\n", self._pos)
+            if end >= 0:
+                line = self._buf[self._pos:end]
+                self._pos = end + 2
+                return line
+            self._more()
+
+    def exactly(self, n: int) -> bytes:
+        while len(self._buf) - self._pos < n:
+            self._more()
+        data = self._buf[self._pos:self._pos + n]
+        self._pos += n
+        return data
+
+
+# --- Redis -------------------------------------------------------------------------------
+
+# Values carry the Serializer's flags in a first byte below 0x20; ints are stored as
+# plain ASCII decimal (first byte '-' or a digit) so that INCRBY / DECRBY work on them.
+_INCR = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+return redis.call('INCRBY', KEYS[1], ARGV[1])
+"""
+_DECR = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+local v = redis.call('DECRBY', KEYS[1], ARGV[1])
+if v < 0 then redis.call('SET', KEYS[1], '0', 'KEEPTTL') return 0 end
+return v
+"""
+
+
+def _pack(payload: bytes, flags: int) -> bytes:
+    if flags == _INT_FLAGS:
+        return payload
+    return bytes((flags,)) + payload
+
+
+def _unpack(data: bytes | None) -> tuple[bytes, int] | None:
+    if data is None:
+        return None
+    if data and data[0] < 0x20:
+        return data[1:], data[0]
+    return data, _INT_FLAGS
+
+
+class RedisBackend(_Backend):
+    """One Redis server through redis-py (hiredis parses replies when installed).
+
+    Args:
+        url: ``redis://[user:password@]host:port/db``, ``rediss://...`` (TLS) or
+            ``redis+unix:///path?db=N``.
+        timeout, connect_timeout, dead_timeout: as :class:`MemcachedBackend`.
+        max_value: largest value payload sent (Redis' default is 512 MiB).
+        max_connections: size of redis-py's connection pool.
+    """
+
+    def __init__(self, url: str, *, timeout: float = 0.25, connect_timeout: float = 0.25,
+                 dead_timeout: float = 2.0, max_value: int = REDIS_MAX_VALUE,
+                 max_connections: int = 64) -> None:
+        import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        if parse_server(url)["kind"] != "redis":
+            raise ConfigError(f"not a redis URL: {url!r}")
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme == "redis+unix":
+            name = parts.path
+            url = "unix://" + url[len("redis+unix://"):]
+        else:
+            db = parts.path.strip("/") or "0"
+            name = f"{parts.hostname}:{parts.port or 6379}" + (f"/{db}" if db != "0" else "")
+        super().__init__(name, dead_timeout)
+        self.ketama_name = name
+        self.url = url
+        self.max_value = max_value
+        self._pool = redis.ConnectionPool.from_url(
+            url, socket_timeout=timeout, socket_connect_timeout=connect_timeout,
+            retry=Retry(NoBackoff(), 0), max_connections=max_connections,
+            health_check_interval=0)
+        self._client = redis.Redis(connection_pool=self._pool)
+        self._incr = self._client.register_script(_INCR)
+        self._decr = self._client.register_script(_DECR)
+
+    @contextlib.contextmanager
+    def _guard(self, what: str) -> Iterator[None]:
+        self.check()
+        try:
+            yield
+        except ServerUnavailable:
+            raise
+        except Exception as exc:
+            import redis
+
+            if isinstance(exc, redis.ResponseError):  # the server answered: it is up
+                raise
+            raise self.failed(exc, what) from exc
+
+    def get(self, key: bytes) -> tuple[bytes, int] | None:
+        started = time.perf_counter()
+        with self._guard("get"):
+            value = _unpack(self._client.get(key))
+        self.done("get", started, 1, value is not None)
+        return value
+
+    @staticmethod
+    def _expiry(ttl: float) -> dict[str, int]:
+        return {"px": int(ttl * 1000)} if ttl else {}
+
+    def set(self, key: bytes, payload: bytes, flags: int, ttl: int) -> None:
+        started = time.perf_counter()
+        with self._guard("set"):
+            self._client.set(key, _pack(payload, flags), **self._expiry(ttl))
+        self.done("set", started, 1, 1)
+
+    def add(self, key: bytes, payload: bytes, flags: int, ttl: int) -> bool:
+        started = time.perf_counter()
+        with self._guard("add"):
+            stored = bool(self._client.set(key, _pack(payload, flags), nx=True,
+                                           **self._expiry(ttl)))
+        self.done("add", started, 1, 1)
+        return stored
+
+    def delete(self, key: bytes) -> bool:
+        started = time.perf_counter()
+        with self._guard("delete"):
+            found = bool(self._client.delete(key))
+        self.done("delete", started, 1, found)
+        return found
+
+    def touch(self, key: bytes, ttl: int) -> bool:
+        started = time.perf_counter()
+        with self._guard("touch"):
+            found = bool(self._client.pexpire(key, int(ttl * 1000)) if ttl
+                         else self._client.persist(key) or self._client.exists(key))
+        self.done("touch", started, 1, found)
+        return found
+
+    def incr(self, key: bytes, delta: int) -> int | None:
+        started = time.perf_counter()
+        with self._guard("incr"):
+            value = self._incr(keys=[key], args=[delta])
+        self.done("incr", started, 1, value is not None)
+        return None if value is None else int(value)
+
+    def decr(self, key: bytes, delta: int) -> int | None:
+        started = time.perf_counter()
+        with self._guard("decr"):
+            value = self._decr(keys=[key], args=[delta])
+        self.done("decr", started, 1, value is not None)
+        return None if value is None else int(value)
+
+    # several keys ---------------------------------------------------------------------
+
+    def _send(self, commands: list[tuple[Any, ...]], what: str) -> Any:
+        self.check()
+        try:
+            conn = self._pool.get_connection()  # connects (or raises) here
+        except Exception as exc:
+            raise self.failed(exc, what) from exc
+        try:
+            conn.send_packed_command(conn.pack_commands(commands))
+        except Exception as exc:
+            conn.disconnect()
+            self._pool.release(conn)
+            raise self.failed(exc, what) from exc
+        return conn
+
+    def _recv(self, conn: Any, count: int, what: str) -> list[Any]:
+        try:
+            replies = [conn.read_response() for _ in range(count)]
+        except Exception as exc:
+            conn.disconnect()
+            self._pool.release(conn)
+            raise self.failed(exc, what) from exc
+        self._pool.release(conn)
+        return replies
+
+    def send_get_many(self, keys: list[bytes]) -> Any:
+        return self._send([("MGET", *keys)], "get_many"), keys, time.perf_counter()
+
+    def recv_get_many(self, pending: Any) -> dict[bytes, tuple[bytes, int]]:
+        conn, keys, started = pending
+        (values,) = self._recv(conn, 1, "get_many")
+        out = {}
+        for key, data in zip(keys, values):
+            if data is not None:
+                out[key] = _unpack(data)
+        self.done("get_many", started, len(keys), len(out))
+        return out  # type: ignore[return-value]
+
+    def send_set_many(self, items: list[tuple[bytes, bytes, int]], ttl: int) -> Any:
+        if ttl:
+            px = int(ttl * 1000)
+            commands = [("SET", k, _pack(p, f), "PX", px) for k, p, f in items]
+        else:
+            args: list[bytes] = []
+            for k, p, f in items:
+                args += (k, _pack(p, f))
+            commands = [("MSET", *args)]
+        return (self._send(commands, "set_many"), [k for k, _, _ in items], len(commands),
+                time.perf_counter())
+
+    def recv_set_many(self, pending: Any) -> list[bytes]:
+        conn, keys, count, started = pending
+        self._recv(conn, count, "set_many")
+        self.done("set_many", started, len(keys), len(keys))
+        return []
+
+    def send_delete_many(self, keys: list[bytes]) -> Any:
+        return self._send([("DEL", *keys)], "delete_many"), len(keys), time.perf_counter()
+
+    def recv_delete_many(self, pending: Any) -> int:
+        conn, count, started = pending
+        (found,) = self._recv(conn, 1, "delete_many")
+        self.done("delete_many", started, count, int(found))
+        return int(found)
+
+    def flush(self) -> None:
+        with self._guard("flushdb"):
+            self._client.flushdb()
+
+    def close(self) -> None:
+        self._pool.disconnect()
+
+    def __repr__(self) -> str:
+        return f"RedisBackend({self.name!r})"

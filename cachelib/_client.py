@@ -1,0 +1,408 @@
+"""``CacheClient``: keys sharded over Memcached / Redis servers (or the in-process
+backend) with the ``fastcore`` ring; multi-key calls fan out to every server at once."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeVar
+
+from fastcore import HashRing
+
+from ._backends import MemcachedBackend, RedisBackend, parse_server
+from ._errors import ConfigError, ServerUnavailable
+from ._keys import KeyCodec
+from ._memory import MemoryBackend
+from ._values import Serializer
+
+__all__ = ("CacheClient",)
+
+log = logging.getLogger("cachelib")
+_C = TypeVar("_C", bound="CacheClient")
+_MISSING = object()
+_MAX_TTL = 30 * 24 * 3600  # memcached reads larger expiry times as Unix timestamps
+
+
+def _check_ttl(ttl: object) -> int:
+    if isinstance(ttl, bool) or not isinstance(ttl, int) or not 0 <= ttl <= _MAX_TTL:
+        raise ConfigError(
+            f"ttl must be an int number of seconds in [0, {_MAX_TTL}] (0: no expiry), "
+            f"got {ttl!r}")
+    return ttl
+
+
+class _Local:
+    """A backend that answers in-process (no I/O): its multi-key calls run at send."""
+
+    def __init__(self, backend: Any) -> None:
+        self.backend = backend
+        self.name = backend.name
+        self.max_value = getattr(backend, "max_value", 1 << 62)
+        for op in ("get", "set", "add", "delete", "touch", "incr", "decr", "flush", "close"):
+            setattr(self, op, getattr(backend, op))
+
+    @property
+    def stats(self) -> Any:
+        return self.backend.stats
+
+    def send_get_many(self, keys: list[bytes]) -> Any:
+        return self.backend.get_many(keys)
+
+    def send_set_many(self, items: list[tuple[bytes, bytes, int]], ttl: int) -> Any:
+        self.backend.set_many({k: (p, f) for k, p, f in items}, ttl)
+        return []
+
+    def send_delete_many(self, keys: list[bytes]) -> Any:
+        return self.backend.delete_many(keys)
+
+    @staticmethod
+    def recv_get_many(done: Any) -> Any:
+        return done
+
+    recv_set_many = recv_delete_many = recv_get_many
+
+
+class CacheClient:
+    """A cache client over several servers, keys placed by a consistent-hash ring.
+
+    Args:
+        servers: server URLs (``memcached://host:port``, ``unix:///path``,
+            ``redis://[user:password@]host:port/db``, ``rediss://...``,
+            ``redis+unix:///path``), backend objects, ``(url, weight)`` pairs, or a
+            mapping of URL to weight. None (the default): one in-process
+            :class:`~cachelib.MemoryBackend`, no server needed.
+        ring: ``"xxh3"`` (default) or ``"ketama"`` (libmemcached's placement, for pools
+            shared with pylibmc / libmemcached clients).
+        vnodes: ring points per unit of weight.
+        hash_tags: place keys by the part inside ``{...}`` only (Redis Cluster's rule).
+        key_prefix: prepended to every key.
+        hash_unsafe_keys: hash keys that memcached refuses (over 250 bytes, spaces,
+            control characters) instead of raising.
+        pickle, hmac_key, compress_threshold: see :class:`~cachelib.Serializer`.
+        timeout, connect_timeout: seconds, per server operation.
+        dead_timeout: seconds a failed server is skipped before it is probed again.
+        ignore_errors: return a miss (None / False / empty) instead of raising
+            :class:`~cachelib.ServerUnavailable` when a server fails.
+        on_op: ``on_op(server_name, op, keys, seconds, error)`` after every server
+            call, for metrics export (an exception it raises is logged, not raised).
+
+    Raises:
+        ConfigError: a bad option or server.
+
+    Thread safe: share one client between threads (each server has a connection pool).
+    Fork safe: a child process never uses its parent's connections.
+    """
+
+    def __init__(self, servers: Any = None, *, ring: str = "xxh3", vnodes: int = 160,
+                 hash_tags: bool = False, key_prefix: str | bytes = b"",
+                 hash_unsafe_keys: bool = False, pickle: bool = False,
+                 hmac_key: bytes | None = None, compress_threshold: int | None = 1024,
+                 timeout: float = 0.25, connect_timeout: float = 0.25,
+                 dead_timeout: float = 2.0, ignore_errors: bool = False,
+                 on_op: Callable[[str, str, int, float, BaseException | None], None]
+                 | None = None) -> None:
+        for what, value in (("timeout", timeout), ("connect_timeout", connect_timeout),
+                            ("dead_timeout", dead_timeout)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                raise ConfigError(f"{what} must be a positive number of seconds, got {value!r}")
+        if ring not in ("xxh3", "ketama"):
+            raise ConfigError(f"ring must be 'xxh3' or 'ketama', got {ring!r}")
+        opts = {"timeout": float(timeout), "connect_timeout": float(connect_timeout),
+                "dead_timeout": float(dead_timeout)}
+        backends: list[tuple[Any, int]] = []
+        if servers is None:
+            servers = [MemoryBackend()]
+        items = servers.items() if isinstance(servers, Mapping) else servers
+        if isinstance(items, (str, bytes)):
+            raise ConfigError("servers must be a list of URLs or backends, not a single str")
+        for entry in items:
+            server, weight = entry if isinstance(entry, tuple) else (entry, 1)
+            backends.append((self._backend(server, opts), weight))
+        if not backends:
+            raise ConfigError("servers must name at least one server")
+        self._backends: dict[str, Any] = {}
+        weights: dict[str, int] = {}
+        for backend, weight in backends:
+            name = getattr(backend, "ketama_name", backend.name) if ring == "ketama" \
+                else backend.name
+            if name in self._backends:
+                raise ConfigError(f"server {name!r} is given twice")
+            self._backends[name] = backend
+            weights[name] = weight
+        self._ring = HashRing(weights, vnodes=vnodes, mode=ring, hash_tags=hash_tags)
+        self._node_of = self._ring.get_node
+        self._max_value = min(getattr(b, "max_value", 1 << 62) for b in self._backends.values())
+        memcached = any(isinstance(b, MemcachedBackend) for b in self._backends.values())
+        self._keys = KeyCodec(key_prefix, hash_unsafe=hash_unsafe_keys,
+                              memcached_rules=memcached)
+        self._values = Serializer(pickle=pickle, hmac_key=hmac_key,
+                                  compress_threshold=compress_threshold,
+                                  max_size=self._max_value)
+        self._encode = self._keys.encode
+        self._dumps = self._values.dumps
+        self._loads = self._values.loads
+        self._ignore = bool(ignore_errors)
+        if on_op is not None and not callable(on_op):
+            raise ConfigError(f"on_op must be callable, got {on_op!r}")
+        for backend in self._backends.values():
+            if hasattr(backend, "on_op"):
+                backend.on_op = on_op
+        self._closed = False
+
+    @staticmethod
+    def _backend(server: Any, opts: dict[str, float]) -> Any:
+        if isinstance(server, str):
+            kind = parse_server(server)["kind"]
+            return MemcachedBackend(server, **opts) if kind == "memcached" \
+                else RedisBackend(server, **opts)
+        if all(hasattr(server, m) for m in ("send_get_many", "recv_get_many")):
+            return server
+        if all(hasattr(server, m) for m in ("name", "get", "set", "get_many", "set_many",
+                                             "delete_many")):
+            return _Local(server)
+        raise ConfigError(f"not a server URL or backend: {server!r}")
+
+    # --- routing -------------------------------------------------------------------------
+
+    @property
+    def ring(self) -> HashRing:
+        """The placement ring (node names are the servers' names)."""
+        return self._ring
+
+    @property
+    def servers(self) -> dict[str, Any]:
+        """Server name -> backend."""
+        return dict(self._backends)
+
+    def server_for(self, key: str | bytes) -> str:
+        """The name of the server that holds ``key``."""
+        return self._node_of(self._encode(key))
+
+    def _route(self, key: str | bytes) -> tuple[bytes, Any]:
+        k = self._encode(key)
+        return k, self._backends[self._node_of(k)]
+
+    def _fail(self, exc: ServerUnavailable) -> None:
+        log.warning("cache server failure: %s", exc)
+        if not self._ignore:
+            raise exc
+
+    # --- single keys -------------------------------------------------------------------
+
+    def get(self, key: str | bytes, default: Any = None) -> Any:
+        """The value of ``key``, or ``default`` when it is absent (or, with
+        ``ignore_errors``, when its server fails).
+
+        Raises:
+            ServerUnavailable: the key's server failed.
+            KeyTypeError, InvalidKeyError: a bad key.
+            SerializationError: a stored value that cannot be decoded.
+        """
+        k, backend = self._route(key)
+        try:
+            hit = backend.get(k)
+        except ServerUnavailable as exc:
+            self._fail(exc)
+            return default
+        if hit is None:
+            return default
+        return self._loads(hit[0], hit[1])
+
+    def set(self, key: str | bytes, value: Any, ttl: int = 0) -> bool:
+        """Store ``value`` under ``key`` for ``ttl`` seconds (0: no expiry).
+
+        Returns True (False only with ``ignore_errors`` when the server failed).
+
+        Raises:
+            ServerUnavailable, KeyTypeError, InvalidKeyError, ValueTypeError,
+            ValueTooLargeError, ConfigError (a bad ttl).
+        """
+        k, backend = self._route(key)
+        payload, flags = self._dumps(value)
+        try:
+            backend.set(k, payload, flags, _check_ttl(ttl))
+        except ServerUnavailable as exc:
+            self._fail(exc)
+            return False
+        return True
+
+    def add(self, key: str | bytes, value: Any, ttl: int = 0) -> bool:
+        """Store ``value`` only if ``key`` is absent; True if stored."""
+        k, backend = self._route(key)
+        payload, flags = self._dumps(value)
+        try:
+            return bool(backend.add(k, payload, flags, _check_ttl(ttl)))
+        except ServerUnavailable as exc:
+            self._fail(exc)
+            return False
+
+    def delete(self, key: str | bytes) -> bool:
+        """Remove ``key``; True if it was there."""
+        k, backend = self._route(key)
+        try:
+            return bool(backend.delete(k))
+        except ServerUnavailable as exc:
+            self._fail(exc)
+            return False
+
+    def touch(self, key: str | bytes, ttl: int = 0) -> bool:
+        """Give ``key`` a new ``ttl``; True if it was there."""
+        k, backend = self._route(key)
+        try:
+            return bool(backend.touch(k, _check_ttl(ttl)))
+        except ServerUnavailable as exc:
+            self._fail(exc)
+            return False
+
+    def _delta(self, op: str, key: str | bytes, delta: int) -> int | None:
+        if isinstance(delta, bool) or not isinstance(delta, int) or not 0 <= delta < 1 << 64:
+            raise ConfigError(f"delta must be an int in [0, 2**64), got {delta!r}")
+        k, backend = self._route(key)
+        try:
+            value: int | None = getattr(backend, op)(k, delta)
+        except ServerUnavailable as exc:
+            self._fail(exc)
+            return None
+        return value
+
+    def incr(self, key: str | bytes, delta: int = 1) -> int | None:
+        """Add ``delta`` to the int stored under ``key``; the new value, or None if
+        absent (memcached semantics: wraps at 2**64)."""
+        return self._delta("incr", key, delta)
+
+    def decr(self, key: str | bytes, delta: int = 1) -> int | None:
+        """Subtract ``delta`` (not below 0); the new value, or None if absent."""
+        return self._delta("decr", key, delta)
+
+    # --- several keys: one request per server, all in flight at once --------------------
+
+    def _groups(self, keys: Iterable[str | bytes]
+                ) -> tuple[dict[bytes, Any], dict[str, list[bytes]]]:
+        encode = self._encode
+        originals: dict[bytes, Any] = {}
+        for key in keys:
+            originals[encode(key)] = key
+        groups = self._ring.group_by_node(list(originals)) if originals else {}
+        return originals, groups
+
+    def _fan_out(self, groups: Mapping[str, Any], send: str, recv: str,
+                 *args: Any) -> tuple[list[Any], list[ServerUnavailable]]:
+        """Write every server's request, then read every reply (no threads)."""
+        pending = []
+        errors: list[ServerUnavailable] = []
+        backends = self._backends
+        for name, part in groups.items():
+            backend = backends[name]
+            try:
+                pending.append((backend, getattr(backend, send)(part, *args)))
+            except ServerUnavailable as exc:
+                errors.append(exc)
+        results = []
+        for backend, p in pending:
+            try:
+                results.append(getattr(backend, recv)(p))
+            except ServerUnavailable as exc:
+                errors.append(exc)
+        return results, errors
+
+    def _raise_first(self, errors: list[ServerUnavailable]) -> None:
+        for exc in errors:
+            log.warning("cache server failure: %s", exc)
+        if errors and not self._ignore:
+            raise errors[0]
+
+    def get_many(self, keys: Iterable[str | bytes]) -> dict[Any, Any]:
+        """The values of the ``keys`` that are present, as ``{key: value}``, with one
+        multi-key request per server, all servers at once.
+
+        Raises:
+            ServerUnavailable: a server failed (after the other replies were read);
+                with ``ignore_errors`` its keys are missing from the result instead.
+        """
+        originals, groups = self._groups(keys)
+        if not groups:
+            return {}
+        results, errors = self._fan_out(groups, "send_get_many", "recv_get_many")
+        self._raise_first(errors)
+        loads = self._loads
+        out: dict[Any, Any] = {}
+        for found in results:
+            for k, (payload, flags) in found.items():
+                out[originals[k]] = loads(payload, flags)
+        return out
+
+    def set_many(self, mapping: Mapping[str | bytes, Any], ttl: int = 0) -> list[Any]:
+        """Store every item; returns the keys that were not stored (empty when all
+        were; with ``ignore_errors``, the keys of failed servers too).
+
+        Raises:
+            ServerUnavailable: a server failed (the other servers' items are stored).
+            and as :meth:`set` for bad keys or values, before anything is sent.
+        """
+        _check_ttl(ttl)
+        encode, dumps = self._encode, self._dumps
+        originals: dict[bytes, Any] = {}
+        encoded: dict[bytes, tuple[bytes, int]] = {}
+        for key, value in mapping.items():
+            k = encode(key)
+            originals[k] = key
+            encoded[k] = dumps(value)
+        if not encoded:
+            return []
+        groups: dict[str, list[tuple[bytes, bytes, int]]] = {}
+        for name, ks in self._ring.group_by_node(list(encoded)).items():
+            groups[name] = [(k, *encoded[k]) for k in ks]
+        results, errors = self._fan_out(groups, "send_set_many", "recv_set_many", ttl)
+        self._raise_first(errors)
+        failed = [originals[k] for keys in results for k in keys]
+        failed_servers = {e.server for e in errors}
+        for name, items in groups.items():
+            if name in failed_servers:
+                failed += [originals[k] for k, _, _ in items]
+        return failed
+
+    def delete_many(self, keys: Iterable[str | bytes]) -> int:
+        """Remove the keys; how many were there."""
+        _, groups = self._groups(keys)
+        if not groups:
+            return 0
+        results, errors = self._fan_out(groups, "send_delete_many", "recv_delete_many")
+        self._raise_first(errors)
+        return sum(results)
+
+    # --- the rest ----------------------------------------------------------------------
+
+    def stats(self) -> dict[str, dict[str, Any]]:
+        """Per server: ops, keys, hits, misses, errors, timeouts, fast failures (calls
+        refused by the circuit breaker), latency, and whether it is marked down."""
+        out = {}
+        for name, backend in self._backends.items():
+            st = backend.stats.as_dict() if hasattr(backend.stats, "as_dict") \
+                else dict(backend.stats())
+            breaker = getattr(backend, "breaker", None)
+            st["down"] = bool(breaker and breaker.is_down)
+            out[name] = st
+        return out
+
+    def flush_all(self) -> None:
+        """Empty every server (use only on servers of your own)."""
+        for backend in self._backends.values():
+            backend.flush()
+
+    def close(self) -> None:
+        """Close every connection (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        for backend in self._backends.values():
+            backend.close()
+
+    def __enter__(self: _C) -> _C:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"CacheClient({list(self._backends)!r}, ring={self._ring.mode!r})"
+

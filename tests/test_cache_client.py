@@ -1,0 +1,308 @@
+"""CacheClient over real memcached and redis-server processes (and the in-process
+backend): operations, placement, fan-out, threads, fork, failures, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pylibmc
+import pymemcache.client.base
+import pytest
+import redis
+from conftest import run_threads
+from servers import MemcachedServer, RedisServer
+
+from cachelib import (
+    CacheClient,
+    CacheError,
+    ConfigError,
+    InvalidKeyError,
+    KeyTypeError,
+    MemoryBackend,
+    ServerUnavailable,
+    ValueTooLargeError,
+)
+
+FORK_WITH_THREADS = pytest.mark.filterwarnings(
+    "ignore:This process .* is multi-threaded:DeprecationWarning")
+
+
+@pytest.fixture(params=["memcached", "redis", "memory"])
+def client(request: pytest.FixtureRequest, memcached_urls: list[str],
+           redis_urls: list[str]) -> Iterator[CacheClient]:
+    # every test gets its own key prefix: the session's servers are shared
+    prefix = f"t{uuid.uuid4().hex[:8]}:"
+    if request.param == "memcached":
+        c = CacheClient(memcached_urls, key_prefix=prefix)
+    elif request.param == "redis":
+        c = CacheClient(redis_urls, key_prefix=prefix)
+    else:
+        c = CacheClient(key_prefix=prefix)
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+def test_single_key_operations_and_types(client: CacheClient) -> None:
+    values: list[Any] = [b"raw \x00 bytes", "unicode \u00e9\U0001f600", 42, -7, 2**70, 3.5,
+                         float("inf"), None, True, [1, "a", None], {"k": [1, 2]}, b"", ""]
+    for i, value in enumerate(values):
+        assert client.set(f"v{i}", value) is True
+        got = client.get(f"v{i}", default="MISSING")
+        assert got == value and type(got) is type(value), (value, got)
+    assert client.get("absent") is None and client.get("absent", 5) == 5
+    assert client.add("v0", b"other") is False and client.get("v0") == values[0]
+    assert client.add("fresh", b"x") is True and client.get("fresh") == b"x"
+    assert client.delete("fresh") is True and client.delete("fresh") is False
+    assert client.touch("v1", 100) is True and client.touch("absent", 100) is False
+    assert client.incr("v2", 8) == 50 and client.get("v2") == 50
+    assert client.decr("v2", 60) == 0  # memcached semantics: not below 0
+    assert client.incr("absent") is None and client.decr("absent") is None
+    client.set("ttl", b"soon", ttl=1)
+    assert client.get("ttl") == b"soon"
+
+
+def test_get_many_set_many_delete_many_across_servers(client: CacheClient) -> None:
+    items = {f"user:{i}": {"id": i, "name": f"n{i}"} for i in range(200)}
+    items[b"bytes-key"] = b"\xff" * 10
+    assert client.set_many(items, ttl=600) == []
+    servers = {client.server_for(k) for k in items}
+    assert len(servers) == len(client.servers)  # the keys really are spread
+    keys = [*items, "absent:1", "absent:2"]
+    got = client.get_many(keys)
+    assert got == items  # absent keys are left out; original key objects come back
+    assert client.get_many([]) == {} and client.delete_many([]) == 0
+    assert client.set_many({}) == []
+    assert client.delete_many(keys) == len(items)
+    assert client.get_many(keys) == {}
+
+
+def test_keys_live_on_the_ring_server(memcached_urls: list[str], redis_urls: list[str]) -> None:
+    prefix = f"p{uuid.uuid4().hex[:8]}:"
+    with CacheClient(memcached_urls, key_prefix=prefix) as mc:
+        for i in range(50):
+            mc.set(f"k{i}", f"value {i}")
+        by_name = {url.split("//")[1]: url for url in memcached_urls}
+        for i in range(50):
+            host, port = by_name[mc.server_for(f"k{i}")].split("//")[1].split(":")
+            raw = pymemcache.client.base.Client((host, int(port)))
+            try:
+                assert raw.get(f"{prefix}k{i}") == f"value {i}".encode()
+            finally:
+                raw.close()
+    with CacheClient(redis_urls, key_prefix=prefix) as rc:
+        rc.set("hello", b"world")
+        owner = rc.server_for("hello")
+        for url in redis_urls:
+            r = redis.Redis.from_url(url)
+            stored = r.get(f"{prefix}hello")
+            r.close()
+            assert (stored is not None) == (url.split("//")[1].rstrip("/0") == owner)
+
+
+def test_ketama_ring_agrees_with_pylibmc(memcached_urls: list[str]) -> None:
+    prefix = f"kt{uuid.uuid4().hex[:8]}:"
+    with CacheClient(memcached_urls, ring="ketama", key_prefix=prefix) as ours:
+        assert ours.set_many({f"k{i}": f"v{i}".encode() for i in range(300)}) == []
+        hosts = [u.split("//")[1] for u in memcached_urls]
+        theirs = pylibmc.Client(hosts, behaviors={"ketama_weighted": True})
+        try:
+            found = theirs.get_multi([f"{prefix}k{i}" for i in range(300)])
+        finally:
+            theirs.disconnect_all()
+        assert found == {f"{prefix}k{i}": f"v{i}".encode() for i in range(300)}
+
+
+def test_threads_share_one_client(client: CacheClient) -> None:
+    errors: list[str] = []
+
+    def work(t: int) -> None:
+        for i in range(150):
+            key = f"th{t}:{i}"
+            client.set(key, [t, i])
+            if client.get(key) != [t, i]:
+                errors.append(key)
+            if i % 25 == 0:
+                batch = {f"th{t}:b{i}:{j}": t * 1000 + j for j in range(20)}
+                client.set_many(batch)
+                if client.get_many(batch) != batch:
+                    errors.append(f"batch {t} {i}")
+
+    run_threads(work, 8)
+    assert errors == []
+
+
+@FORK_WITH_THREADS
+@pytest.mark.parametrize("kind", ["memcached", "redis"])
+def test_fork_parent_and_child_never_share_a_socket(kind: str, memcached_urls: list[str],
+                                                    redis_urls: list[str]) -> None:
+    urls = memcached_urls if kind == "memcached" else redis_urls
+    client = CacheClient(urls, key_prefix=f"f{uuid.uuid4().hex[:8]}:")
+    client.set_many({f"warm{i}": i for i in range(50)})  # connections open before fork
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            signal.alarm(30)
+            bad = 0
+            for i in range(400):
+                client.set(f"child{i}", f"c{i}")
+                bad += client.get(f"child{i}") != f"c{i}"
+                if i % 40 == 0:
+                    batch = {f"cb{i}:{j}": j for j in range(30)}
+                    client.set_many(batch)
+                    bad += client.get_many(batch) != batch
+            os.write(write_fd, json.dumps(bad).encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_fd)
+    bad = 0
+    for i in range(400):
+        client.set(f"parent{i}", f"p{i}")
+        bad += client.get(f"parent{i}") != f"p{i}"
+        if i % 40 == 0:
+            batch = {f"pb{i}:{j}": -j for j in range(30)}
+            client.set_many(batch)
+            bad += client.get_many(batch) != batch
+    _, status = os.waitpid(pid, 0)
+    child_bad = json.loads(os.read(read_fd, 100))
+    os.close(read_fd)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert bad == 0 and child_bad == 0
+    client.close()
+
+
+# --- failures --------------------------------------------------------------------------------
+
+
+def _server(kind: str, tmp_path: Path) -> MemcachedServer | RedisServer:
+    if kind == "memcached":
+        return MemcachedServer()
+    return RedisServer(tmp_path, "--save", "", "--appendonly", "no")
+
+
+@pytest.mark.parametrize("kind", ["memcached", "redis"])
+def test_killed_server_fails_fast_and_loudly(kind: str, tmp_path: Path,
+                                             memcached_urls: list[str],
+                                             redis_urls: list[str]) -> None:
+    victim = _server(kind, tmp_path)
+    healthy = memcached_urls[:2] if kind == "memcached" else redis_urls[:2]
+    prefix = f"k{uuid.uuid4().hex[:8]}:"
+    client = CacheClient([*healthy, victim.url], key_prefix=prefix, dead_timeout=0.5)
+    quiet = CacheClient([*healthy, victim.url], key_prefix=prefix, ignore_errors=True)
+    victim_name = list(client.servers)[-1]
+    keys = [f"key{i}" for i in range(60)]
+    client.set_many({k: k for k in keys})
+    on_victim = [k for k in keys if client.server_for(k) == victim_name]
+    elsewhere = [k for k in keys if k not in on_victim]
+    assert on_victim and elsewhere
+    victim.kill()
+    started = time.perf_counter()
+    with pytest.raises(ServerUnavailable) as info:
+        client.get(on_victim[0])
+    assert time.perf_counter() - started < 0.2  # refused: no timeout paid
+    assert info.value.server == victim_name
+    assert isinstance(info.value, ConnectionError) and isinstance(info.value, CacheError)
+    with pytest.raises(ServerUnavailable, match="marked down"):  # the breaker is open
+        client.set(on_victim[1], "x")
+    assert all(client.get(k) == k for k in elsewhere)  # the others are unaffected
+    with pytest.raises(ServerUnavailable):  # a batch touching it fails loudly...
+        client.get_many(keys)
+    assert set(quiet.get_many(keys)) == set(elsewhere)  # ...or misses, when asked for
+    assert quiet.get(on_victim[0], default="miss") == "miss"
+    assert quiet.set(on_victim[0], "x") is False
+    assert client.stats()[victim_name]["down"] is True
+    quiet.close()
+    victim.start()  # back, empty, on the same port
+    time.sleep(0.6)  # the dead_timeout window passes
+    assert client.get(on_victim[0]) is None  # a miss, never a stale value
+    client.set(on_victim[0], "new")
+    assert client.get(on_victim[0]) == "new"
+    client.close()
+    victim.stop()
+
+
+@pytest.mark.parametrize("kind", ["memcached", "redis"])
+def test_hung_server_costs_one_timeout_per_window(kind: str, tmp_path: Path,
+                                                  memcached_urls: list[str],
+                                                  redis_urls: list[str]) -> None:
+    victim = _server(kind, tmp_path)
+    healthy = memcached_urls[:2] if kind == "memcached" else redis_urls[:2]
+    client = CacheClient([*healthy, victim.url], key_prefix=f"h{uuid.uuid4().hex[:8]}:",
+                         timeout=0.2, dead_timeout=1.0)
+    victim_name = list(client.servers)[-1]
+    keys = [f"key{i}" for i in range(80)]
+    on_victim = [k for k in keys if client.server_for(k) == victim_name]
+    elsewhere = [k for k in keys if client.server_for(k) != victim_name]
+    client.set_many({k: k for k in keys})
+    victim.freeze()
+    try:
+        slow = 0
+        started = time.perf_counter()
+        for k in on_victim * 5:  # within one window: one timeout, then fast failures
+            t0 = time.perf_counter()
+            with pytest.raises(ServerUnavailable):
+                client.get(k)
+            slow += time.perf_counter() - t0 > 0.15
+        assert slow == 1
+        assert time.perf_counter() - started < 0.8
+        t0 = time.perf_counter()
+        assert all(client.get(k) == k for k in elsewhere)  # healthy servers stay fast
+        assert time.perf_counter() - t0 < 0.5
+        st = client.stats()[victim_name]
+        assert st["timeouts"] == 1 and st["fast_failures"] >= len(on_victim) * 5 - 1
+    finally:
+        victim.thaw()
+    time.sleep(1.1)
+    assert client.get(on_victim[0]) == on_victim[0]  # data survived the freeze
+    client.close()
+    victim.stop()
+
+
+# --- bad input ---------------------------------------------------------------------------------
+
+
+def test_bad_keys_and_values_are_refused_before_sending(memcached_urls: list[str]) -> None:
+    with CacheClient(memcached_urls) as c:
+        before = sum(s["ops"] for s in c.stats().values())
+        for key in ("", "a" * 251, "has space", "tab\there", "nl\n", "del\x7f"):
+            with pytest.raises(InvalidKeyError):
+                c.set(key, b"v")
+        for key in (None, 5, 2.0, ["k"]):
+            with pytest.raises(KeyTypeError):
+                c.get(key)  # type: ignore[arg-type]
+        with pytest.raises(ValueTooLargeError):
+            c.set("big", os.urandom(2 * 1024 * 1024))  # random: does not compress
+        with pytest.raises(ConfigError):
+            c.set("k", b"v", ttl=-1)
+        assert sum(s["ops"] for s in c.stats().values()) == before  # nothing was sent
+        assert c.set("a" * 250, b"ok") and c.get("a" * 250) == b"ok"
+        assert c.set("ключ-\U0001f600", b"unicode") and c.get("ключ-\U0001f600") == b"unicode"
+    with CacheClient(memcached_urls, hash_unsafe_keys=True) as c:
+        assert c.set("a" * 1000, b"long") and c.get("a" * 1000) == b"long"
+        assert c.set("with space", 1) and c.get("with space") == 1
+
+
+def test_config_errors() -> None:
+    with pytest.raises(ConfigError, match="unknown server URL scheme"):
+        CacheClient(["http://127.0.0.1:80"])
+    with pytest.raises(ConfigError, match="ring must be"):
+        CacheClient(ring="md5")
+    with pytest.raises(ConfigError, match="timeout must be a positive"):
+        CacheClient(timeout=0)
+    with pytest.raises(ConfigError, match="single str"):
+        CacheClient("memcached://127.0.0.1:11211")
+    with pytest.raises(ConfigError, match="given twice"):
+        CacheClient(["memcached://127.0.0.1:1", "memcached://127.0.0.1:1"])
+    with CacheClient([MemoryBackend()]) as c:
+        assert c.set("k", 1) and c.get("k") == 1

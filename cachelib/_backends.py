@@ -14,6 +14,7 @@ import contextlib
 import logging
 import os
 import socket
+import struct
 import threading
 import time
 import urllib.parse
@@ -136,11 +137,28 @@ def _reason(exc: BaseException) -> str:
 
 
 def _is_timeout(exc: BaseException) -> bool:
-    if isinstance(exc, (TimeoutError, socket.timeout)):
-        return True
     import redis
 
-    return isinstance(exc, redis.TimeoutError)
+    seen: BaseException | None = exc
+    for _ in range(4):  # the exception and what it was raised from
+        if seen is None:
+            return False
+        if isinstance(seen, (TimeoutError, socket.timeout, BlockingIOError,
+                             redis.TimeoutError)):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def kernel_timeouts(sock: socket.socket, seconds: float) -> None:
+    """Give a blocking socket send and receive timeouts enforced by the kernel
+    (``SO_SNDTIMEO`` / ``SO_RCVTIMEO``): a reply that does not come fails the call with
+    ``EAGAIN`` (``BlockingIOError``) after ``seconds``, while a reply that does costs no
+    extra ``poll()`` per call, as a Python-level socket timeout would."""
+    sec = int(seconds)
+    tv = struct.pack("ll", sec, int((seconds - sec) * 1e6))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, tv)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, tv)
 
 
 class _Backend:
@@ -214,6 +232,9 @@ class _Serde:
         return value, flags
 
 
+_PmClient: Any = None
+
+
 class MemcachedBackend(_Backend):
     """One memcached server through pymemcache, with a pool of connections.
 
@@ -250,11 +271,23 @@ class MemcachedBackend(_Backend):
     # connections ----------------------------------------------------------------------
 
     def _new_client(self) -> Any:
-        from pymemcache.client.base import Client
+        global _PmClient
+        if _PmClient is None:
+            from pymemcache.client.base import Client  # type: ignore[import-untyped]
 
-        return Client(self._address, serde=_Serde(), timeout=self.timeout,
-                      connect_timeout=self.connect_timeout, no_delay=True,
-                      default_noreply=False)
+            class _KernelTimeoutClient(Client):  # type: ignore[misc]
+                sk_timeout = 0.25
+
+                def _connect(self) -> None:
+                    super()._connect()  # blocking socket: pymemcache's timeout is None
+                    kernel_timeouts(self.sock, self.sk_timeout)
+
+            _PmClient = _KernelTimeoutClient
+        client = _PmClient(self._address, serde=_Serde(), timeout=None,
+                           connect_timeout=self.connect_timeout, no_delay=True,
+                           default_noreply=False)
+        client.sk_timeout = self.timeout
+        return client
 
     def _acquire(self) -> Any:
         if self._pid != os.getpid():  # forked: never touch the parent's sockets
@@ -486,8 +519,8 @@ class _Reader:
 
 # --- Redis -------------------------------------------------------------------------------
 
-# Values carry the Serializer's flags in a first byte below 0x20; ints are stored as
-# plain ASCII decimal (first byte '-' or a digit) so that INCRBY / DECRBY work on them.
+# Values carry the Serializer's flags in a first byte (never an ASCII digit or '-');
+# ints are stored as plain ASCII decimal, so that INCRBY / DECRBY work on them.
 _INCR = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return false end
 return redis.call('INCRBY', KEYS[1], ARGV[1])
@@ -509,9 +542,12 @@ def _pack(payload: bytes, flags: int) -> bytes:
 def _unpack(data: bytes | None) -> tuple[bytes, int] | None:
     if data is None:
         return None
-    if data and data[0] < 0x20:
-        return data[1:], data[0]
-    return data, _INT_FLAGS
+    if not data:
+        return data, 0
+    first = data[0]
+    if 0x30 <= first <= 0x39 or first == 0x2D:  # '0'-'9' or '-': an int written raw
+        return data, _INT_FLAGS
+    return data[1:], first
 
 
 class RedisBackend(_Backend):
@@ -545,10 +581,21 @@ class RedisBackend(_Backend):
         self.ketama_name = name
         self.url = url
         self.max_value = max_value
+        tls = parts.scheme == "rediss"
         self._pool = redis.ConnectionPool.from_url(
-            url, socket_timeout=timeout, socket_connect_timeout=connect_timeout,
-            retry=Retry(NoBackoff(), 0), max_connections=max_connections,
-            health_check_interval=0)
+            url, socket_timeout=timeout if tls else None,
+            socket_connect_timeout=connect_timeout, retry=Retry(NoBackoff(), 0),
+            max_connections=max_connections, health_check_interval=0)
+        if not tls:  # kernel-enforced timeouts: no poll() per call
+            base = self._pool.connection_class
+
+            class _KernelTimeoutConnection(base):  # type: ignore[misc, valid-type]
+                def _connect(self) -> socket.socket:
+                    sock: socket.socket = super()._connect()
+                    kernel_timeouts(sock, timeout)
+                    return sock
+
+            self._pool.connection_class = _KernelTimeoutConnection
         self._client = redis.Redis(connection_pool=self._pool)
         self._incr = self._client.register_script(_INCR)
         self._decr = self._client.register_script(_DECR)
@@ -570,25 +617,25 @@ class RedisBackend(_Backend):
     def get(self, key: bytes) -> tuple[bytes, int] | None:
         started = time.perf_counter()
         with self._guard("get"):
-            value = _unpack(self._client.get(key))
+            value = _unpack(self._client.get(key))  # type: ignore[arg-type]
         self.done("get", started, 1, value is not None)
         return value
 
     @staticmethod
-    def _expiry(ttl: float) -> dict[str, int]:
-        return {"px": int(ttl * 1000)} if ttl else {}
+    def _px(ttl: float) -> int | None:
+        return int(ttl * 1000) if ttl else None
 
     def set(self, key: bytes, payload: bytes, flags: int, ttl: int) -> None:
         started = time.perf_counter()
         with self._guard("set"):
-            self._client.set(key, _pack(payload, flags), **self._expiry(ttl))
+            self._client.set(key, _pack(payload, flags), px=self._px(ttl))
         self.done("set", started, 1, 1)
 
     def add(self, key: bytes, payload: bytes, flags: int, ttl: int) -> bool:
         started = time.perf_counter()
         with self._guard("add"):
             stored = bool(self._client.set(key, _pack(payload, flags), nx=True,
-                                           **self._expiry(ttl)))
+                                           px=self._px(ttl)))
         self.done("add", started, 1, 1)
         return stored
 
@@ -630,9 +677,9 @@ class RedisBackend(_Backend):
         except Exception as exc:
             raise self.failed(exc, what) from exc
         try:
-            conn.send_packed_command(conn.pack_commands(commands))
+            conn.send_packed_command(conn.pack_commands(commands))  # type: ignore[no-untyped-call]
         except Exception as exc:
-            conn.disconnect()
+            conn.disconnect()  # type: ignore[no-untyped-call]
             self._pool.release(conn)
             raise self.failed(exc, what) from exc
         return conn
@@ -663,7 +710,8 @@ class RedisBackend(_Backend):
     def send_set_many(self, items: list[tuple[bytes, bytes, int]], ttl: int) -> Any:
         if ttl:
             px = int(ttl * 1000)
-            commands = [("SET", k, _pack(p, f), "PX", px) for k, p, f in items]
+            commands: list[tuple[Any, ...]] = [
+                ("SET", k, _pack(p, f), "PX", px) for k, p, f in items]
         else:
             args: list[bytes] = []
             for k, p, f in items:

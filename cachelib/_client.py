@@ -107,8 +107,9 @@ class CacheClient:
                 raise ConfigError(f"{what} must be a positive number of seconds, got {value!r}")
         if ring not in ("xxh3", "ketama"):
             raise ConfigError(f"ring must be 'xxh3' or 'ketama', got {ring!r}")
-        opts = {"timeout": float(timeout), "connect_timeout": float(connect_timeout),
-                "dead_timeout": float(dead_timeout)}
+        opts: dict[str, Any] = {"timeout": float(timeout),
+                                "connect_timeout": float(connect_timeout),
+                                "dead_timeout": float(dead_timeout)}
         backends: list[tuple[Any, int]] = []
         if servers is None:
             servers = [MemoryBackend()]
@@ -134,7 +135,7 @@ class CacheClient:
         self._max_value = min(getattr(b, "max_value", 1 << 62) for b in self._backends.values())
         memcached = any(isinstance(b, MemcachedBackend) for b in self._backends.values())
         self._keys = KeyCodec(key_prefix, hash_unsafe=hash_unsafe_keys,
-                              memcached_rules=memcached)
+                              memcached_rules=memcached or hash_unsafe_keys)
         self._values = Serializer(pickle=pickle, hmac_key=hmac_key,
                                   compress_threshold=compress_threshold,
                                   max_size=self._max_value)
@@ -150,7 +151,7 @@ class CacheClient:
         self._closed = False
 
     @staticmethod
-    def _backend(server: Any, opts: dict[str, float]) -> Any:
+    def _backend(server: Any, opts: dict[str, Any]) -> Any:
         if isinstance(server, str):
             kind = parse_server(server)["kind"]
             return MemcachedBackend(server, **opts) if kind == "memcached" \
@@ -283,7 +284,7 @@ class CacheClient:
         for key in keys:
             originals[encode(key)] = key
         groups = self._ring.group_by_node(list(originals)) if originals else {}
-        return originals, groups
+        return originals, groups  # type: ignore[return-value]  # the keys are bytes
 
     def _fan_out(self, groups: Mapping[str, Any], send: str, recv: str,
                  *args: Any) -> tuple[list[Any], list[ServerUnavailable]]:
@@ -351,7 +352,7 @@ class CacheClient:
             return []
         groups: dict[str, list[tuple[bytes, bytes, int]]] = {}
         for name, ks in self._ring.group_by_node(list(encoded)).items():
-            groups[name] = [(k, *encoded[k]) for k in ks]
+            groups[name] = [(k, *encoded[k]) for k in ks]  # type: ignore[index, misc]
         results, errors = self._fan_out(groups, "send_set_many", "recv_set_many", ttl)
         self._raise_first(errors)
         failed = [originals[k] for keys in results for k in keys]

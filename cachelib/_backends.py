@@ -28,6 +28,8 @@ __all__ = ("Breaker", "MemcachedBackend", "RedisBackend", "ServerStats", "parse_
 #: Largest value payload a Memcached backend sends by default: memcached's default item
 #: size is 1 MiB (``-I``), which also holds the key and the item header.
 log = logging.getLogger("cachelib")
+#: Hinted invalidations kept per server; beyond this the server is flushed when it returns.
+MAX_HINTS = 100_000
 MEMCACHED_MAX_VALUE = 1024 * 1024 - 1024
 REDIS_MAX_VALUE = 512 * 1024 * 1024
 _INT_FLAGS = 2  # the Serializer's type code of an int: stored as plain ASCII decimal
@@ -62,37 +64,38 @@ class Breaker:
     probe succeeds. So a hung server costs at most one timeout per window.
     """
 
-    __slots__ = ("_lock", "_probing", "dead_timeout", "down_until", "last_error")
+    __slots__ = ("_lock", "_prober", "dead_timeout", "down_until", "last_error")
 
     def __init__(self, dead_timeout: float) -> None:
         self.dead_timeout = dead_timeout
         self.down_until = 0.0
         self.last_error: str = ""
-        self._probing = False
+        self._prober = 0  # the thread probing the server, 0 if none
         self._lock = threading.Lock()
 
     def allow(self) -> bool:
         """Whether a call may go to the server now."""
         if not self.down_until:
             return True
+        me = threading.get_ident()
         with self._lock:
-            if not self.down_until:
+            if not self.down_until or self._prober == me:
                 return True
-            if self._probing or time.monotonic() < self.down_until:
+            if self._prober or time.monotonic() < self.down_until:
                 return False
-            self._probing = True  # this caller probes
+            self._prober = me  # this caller probes
             return True
 
     def success(self) -> None:
-        if self.down_until or self._probing:
+        if self.down_until:
             with self._lock:
                 self.down_until = 0.0
-                self._probing = False
+                self._prober = 0
 
     def failure(self, error: str) -> None:
         with self._lock:
             self.down_until = time.monotonic() + self.dead_timeout
-            self._probing = False
+            self._prober = 0
             self.last_error = error
 
     @property
@@ -173,6 +176,61 @@ class _Backend:
         self.breaker = Breaker(dead_timeout)
         #: ``on_op(server, op, keys, seconds, error)`` after every call (set by the client)
         self.on_op: Any = None
+        # Hinted invalidations: keys that must be deleted on this server before it serves
+        # again (a write or delete that failed here, or a key written to another server
+        # while this one was down). Past MAX_HINTS keys the server is flushed instead.
+        self._hints: set[bytes] = set()
+        self._hints_overflow = False
+        self._hints_pending = False
+        self._hint_lock = threading.Lock()
+        self._deliverer = 0
+        self.cleanup: list[tuple[Any, bytes]] = []  # (other backend, key) to delete after
+
+    def add_hints(self, keys: Any, cleanup: list[tuple[Any, bytes]] | None = None) -> None:
+        """Remember ``keys`` to delete on this server before it serves again; and, with
+        ``cleanup``, copies on other servers to delete once that is done."""
+        with self._hint_lock:
+            if not self._hints_overflow:
+                self._hints.update(keys)
+                if len(self._hints) > MAX_HINTS:
+                    self._hints_overflow = True
+                    self._hints.clear()
+            if cleanup:
+                self.cleanup += cleanup
+            self._hints_pending = True
+
+    @property
+    def pending_hints(self) -> int:
+        """Keys waiting to be invalidated here (-1: too many, the server gets flushed)."""
+        return -1 if self._hints_overflow else len(self._hints)
+
+    def _deliver_hints(self) -> None:
+        me = threading.get_ident()
+        if self._deliverer == me:
+            return  # the delivery's own requests
+        with self._hint_lock:  # others wait: they must not read before the delivery
+            if not self._hints_pending:
+                return
+            keys, overflow = list(self._hints), self._hints_overflow
+            cleanup = self.cleanup
+            self._deliverer = me
+            try:
+                if overflow:
+                    self.flush()  # type: ignore[attr-defined]
+                for i in range(0, 0 if overflow else len(keys), 500):
+                    pending = self.send_delete_many(keys[i:i + 500])  # type: ignore[attr-defined]
+                    self.recv_delete_many(pending)  # type: ignore[attr-defined]
+            finally:
+                self._deliverer = 0
+            self._hints.clear()
+            self._hints_overflow = False
+            self._hints_pending = False
+            self.cleanup = []
+        log.info("delivered %s hinted invalidations to %s",
+                 "a flush" if overflow else len(keys), self.name)
+        for other, key in cleanup:  # best effort: the copies written while it was down
+            with contextlib.suppress(ServerUnavailable):
+                other.delete(key)
 
     def _hook(self, op: str, keys: int, seconds: float, error: BaseException | None) -> None:
         try:
@@ -181,13 +239,16 @@ class _Backend:
             log.exception("cachelib on_op hook failed")
 
     def check(self) -> None:
-        """Raise :class:`ServerUnavailable` at once if the breaker is open."""
+        """Raise :class:`ServerUnavailable` at once if the breaker is open; deliver
+        pending hinted invalidations before the server serves anything else."""
         if not self.breaker.allow():
             with self.stats.lock:
                 self.stats.fast_failures += 1
             raise ServerUnavailable(
                 self.name, f"{self.name} is marked down ({self.breaker.last_error}); "
                 f"retried after {self.breaker.dead_timeout:g} s")
+        if self._hints_pending:
+            self._deliver_hints()
 
     def failed(self, exc: BaseException, what: str) -> ServerUnavailable:
         """Record a failure, open the breaker; the error to raise."""

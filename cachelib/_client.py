@@ -83,6 +83,15 @@ class CacheClient:
         dead_timeout: seconds a failed server is skipped before it is probed again.
         ignore_errors: return a miss (None / False / empty) instead of raising
             :class:`~cachelib.ServerUnavailable` when a server fails.
+        failover: when a key's server is down, use the next server of its preference
+            list (reads and writes). Off by default: a down server's keys fail (or
+            miss, with ``ignore_errors``) rather than move.
+
+    No stale reads after a server returns: a write or delete that fails on a server
+    (and, with ``failover``, every key written elsewhere while it was down) is kept as
+    a hinted invalidation; the server deletes those keys (or, past 100,000 of them, is
+    flushed) before it serves anything again, and the copies written to fallback
+    servers are deleted then too.
         on_op: ``on_op(server_name, op, keys, seconds, error)`` after every server
             call, for metrics export (an exception it raises is logged, not raised).
 
@@ -99,6 +108,7 @@ class CacheClient:
                  hmac_key: bytes | None = None, compress_threshold: int | None = 1024,
                  timeout: float = 0.25, connect_timeout: float = 0.25,
                  dead_timeout: float = 2.0, ignore_errors: bool = False,
+                 failover: bool = False,
                  on_op: Callable[[str, str, int, float, BaseException | None], None]
                  | None = None) -> None:
         for what, value in (("timeout", timeout), ("connect_timeout", connect_timeout),
@@ -143,6 +153,9 @@ class CacheClient:
         self._dumps = self._values.dumps
         self._loads = self._values.loads
         self._ignore = bool(ignore_errors)
+        if not isinstance(failover, bool):
+            raise ConfigError(f"failover must be a bool, got {failover!r}")
+        self._failover = failover
         if on_op is not None and not callable(on_op):
             raise ConfigError(f"on_op must be callable, got {on_op!r}")
         for backend in self._backends.values():
@@ -188,6 +201,46 @@ class CacheClient:
         if not self._ignore:
             raise exc
 
+    def _fallback(self, k: bytes, primary: Any) -> Any:
+        """With ``failover``: the next server of ``k``'s preference list not marked
+        down, or None."""
+        for name in self._ring.successors(k):
+            backend = self._backends[name]
+            breaker = getattr(backend, "breaker", None)
+            if backend is not primary and not (breaker and breaker.is_down):
+                return backend
+        return None
+
+    def _hint(self, backend: Any, keys: Iterable[bytes],
+              cleanup: list[tuple[Any, bytes]] | None = None) -> None:
+        add = getattr(backend, "add_hints", None)
+        if add is not None:
+            add(keys, cleanup)
+
+    def _one(self, op: str, key: str | bytes, *args: Any, write: bool = True) -> Any:
+        """One single-key call; on a failed server: hints (writes), failover, or raise."""
+        k, backend = self._route(key)
+        try:
+            return getattr(backend, op)(k, *args)
+        except ServerUnavailable as exc:
+            if write:  # the server may still hold the old value: invalidate it later
+                self._hint(backend, (k,))
+            if self._failover:
+                other = self._fallback(k, backend)
+                if other is not None:
+                    try:
+                        result = getattr(other, op)(k, *args)
+                    except ServerUnavailable as exc2:
+                        if write:
+                            self._hint(other, (k,))
+                        log.warning("cache failover failed too: %s", exc2)
+                    else:
+                        if write:  # the copy goes once the primary is back
+                            self._hint(backend, (), [(other, k)])
+                        return result
+            self._fail(exc)
+            return _MISSING
+
     # --- single keys -------------------------------------------------------------------
 
     def get(self, key: str | bytes, default: Any = None) -> Any:
@@ -199,13 +252,8 @@ class CacheClient:
             KeyTypeError, InvalidKeyError: a bad key.
             SerializationError: a stored value that cannot be decoded.
         """
-        k, backend = self._route(key)
-        try:
-            hit = backend.get(k)
-        except ServerUnavailable as exc:
-            self._fail(exc)
-            return default
-        if hit is None:
+        hit = self._one("get", key, write=False)
+        if hit is None or hit is _MISSING:
             return default
         return self._loads(hit[0], hit[1])
 
@@ -218,53 +266,27 @@ class CacheClient:
             ServerUnavailable, KeyTypeError, InvalidKeyError, ValueTypeError,
             ValueTooLargeError, ConfigError (a bad ttl).
         """
-        k, backend = self._route(key)
         payload, flags = self._dumps(value)
-        try:
-            backend.set(k, payload, flags, _check_ttl(ttl))
-        except ServerUnavailable as exc:
-            self._fail(exc)
-            return False
-        return True
+        return self._one("set", key, payload, flags, _check_ttl(ttl)) is not _MISSING
 
     def add(self, key: str | bytes, value: Any, ttl: int = 0) -> bool:
         """Store ``value`` only if ``key`` is absent; True if stored."""
-        k, backend = self._route(key)
         payload, flags = self._dumps(value)
-        try:
-            return bool(backend.add(k, payload, flags, _check_ttl(ttl)))
-        except ServerUnavailable as exc:
-            self._fail(exc)
-            return False
+        return self._one("add", key, payload, flags, _check_ttl(ttl)) is True
 
     def delete(self, key: str | bytes) -> bool:
         """Remove ``key``; True if it was there."""
-        k, backend = self._route(key)
-        try:
-            return bool(backend.delete(k))
-        except ServerUnavailable as exc:
-            self._fail(exc)
-            return False
+        return self._one("delete", key) is True
 
     def touch(self, key: str | bytes, ttl: int = 0) -> bool:
         """Give ``key`` a new ``ttl``; True if it was there."""
-        k, backend = self._route(key)
-        try:
-            return bool(backend.touch(k, _check_ttl(ttl)))
-        except ServerUnavailable as exc:
-            self._fail(exc)
-            return False
+        return self._one("touch", key, _check_ttl(ttl)) is True
 
     def _delta(self, op: str, key: str | bytes, delta: int) -> int | None:
         if isinstance(delta, bool) or not isinstance(delta, int) or not 0 <= delta < 1 << 64:
             raise ConfigError(f"delta must be an int in [0, 2**64), got {delta!r}")
-        k, backend = self._route(key)
-        try:
-            value: int | None = getattr(backend, op)(k, delta)
-        except ServerUnavailable as exc:
-            self._fail(exc)
-            return None
-        return value
+        value = self._one(op, key, delta)
+        return None if value is _MISSING else value
 
     def incr(self, key: str | bytes, delta: int = 1) -> int | None:
         """Add ``delta`` to the int stored under ``key``; the new value, or None if
@@ -286,31 +308,44 @@ class CacheClient:
         groups = self._ring.group_by_node(list(originals)) if originals else {}
         return originals, groups  # type: ignore[return-value]  # the keys are bytes
 
-    def _fan_out(self, groups: Mapping[str, Any], send: str, recv: str,
-                 *args: Any) -> tuple[list[Any], list[ServerUnavailable]]:
+    def _fan_out(self, groups: Mapping[str, Any], send: str, recv: str, *args: Any
+                 ) -> tuple[list[tuple[str, Any]], list[tuple[str, ServerUnavailable]]]:
         """Write every server's request, then read every reply (no threads)."""
         pending = []
-        errors: list[ServerUnavailable] = []
+        errors: list[tuple[str, ServerUnavailable]] = []
         backends = self._backends
         for name, part in groups.items():
             backend = backends[name]
             try:
-                pending.append((backend, getattr(backend, send)(part, *args)))
+                pending.append((name, backend, getattr(backend, send)(part, *args)))
             except ServerUnavailable as exc:
-                errors.append(exc)
+                errors.append((name, exc))
         results = []
-        for backend, p in pending:
+        for name, backend, p in pending:
             try:
-                results.append(getattr(backend, recv)(p))
+                results.append((name, getattr(backend, recv)(p)))
             except ServerUnavailable as exc:
-                errors.append(exc)
+                errors.append((name, exc))
         return results, errors
 
-    def _raise_first(self, errors: list[ServerUnavailable]) -> None:
-        for exc in errors:
+    def _retry_elsewhere(self, groups: Mapping[str, list[Any]], failed: list[str],
+                         key_of: Callable[[Any], bytes]) -> dict[str, list[Any]]:
+        """With ``failover``: the failed servers' parts regrouped by fallback server."""
+        out: dict[str, list[Any]] = {}
+        names = {b: n for n, b in self._backends.items()}
+        for name in failed:
+            primary = self._backends[name]
+            for part in groups[name]:
+                other = self._fallback(key_of(part), primary)
+                if other is not None:
+                    out.setdefault(names[other], []).append(part)
+        return out
+
+    def _raise_first(self, errors: list[tuple[str, ServerUnavailable]]) -> None:
+        for _, exc in errors:
             log.warning("cache server failure: %s", exc)
         if errors and not self._ignore:
-            raise errors[0]
+            raise errors[0][1]
 
     def get_many(self, keys: Iterable[str | bytes]) -> dict[Any, Any]:
         """The values of the ``keys`` that are present, as ``{key: value}``, with one
@@ -324,10 +359,19 @@ class CacheClient:
         if not groups:
             return {}
         results, errors = self._fan_out(groups, "send_get_many", "recv_get_many")
+        if errors and self._failover:
+            retry = self._retry_elsewhere(groups, [n for n, _ in errors], bytes)
+            more, errors2 = self._fan_out(retry, "send_get_many", "recv_get_many")
+            results += more
+            if not errors2 and sum(len(v) for v in retry.values()) == sum(
+                    len(groups[n]) for n, _ in errors):
+                errors = []  # every key of the failed servers was asked elsewhere
+            else:
+                errors += errors2
         self._raise_first(errors)
         loads = self._loads
         out: dict[Any, Any] = {}
-        for found in results:
+        for _, found in results:
             for k, (payload, flags) in found.items():
                 out[originals[k]] = loads(payload, flags)
         return out
@@ -354,22 +398,45 @@ class CacheClient:
         for name, ks in self._ring.group_by_node(list(encoded)).items():
             groups[name] = [(k, *encoded[k]) for k in ks]  # type: ignore[index, misc]
         results, errors = self._fan_out(groups, "send_set_many", "recv_set_many", ttl)
+        not_stored = {k for _, keys in results for k in keys}
+        for name, _ in errors:  # the old values may still be there: invalidate later
+            self._hint(self._backends[name], [k for k, _, _ in groups[name]])
+            not_stored.update(k for k, _, _ in groups[name])
+        if errors and self._failover:
+            failed = [n for n, _ in errors]
+            retry = self._retry_elsewhere(groups, failed, lambda part: part[0])
+            more, errors2 = self._fan_out(retry, "send_set_many", "recv_set_many", ttl)
+            missed = {k for _, keys in more for k in keys}
+            for name, _ in errors2:
+                self._hint(self._backends[name], [k for k, _, _ in retry[name]])
+                missed.update(k for k, _, _ in retry[name])
+            stored = {k for part in retry.values() for k, _, _ in part} - missed
+            for name in failed:  # the copies go once the primary is back
+                cleanup = [(self._backends[n], k) for n, part in retry.items()
+                           for k, _, _ in part if k in stored and self._node_of(k) == name]
+                self._hint(self._backends[name], (), cleanup)
+            not_stored -= stored
+            errors = [(n, e) for n, e in errors
+                      if any(k not in stored for k, _, _ in groups[n])] + errors2
         self._raise_first(errors)
-        failed = [originals[k] for keys in results for k in keys]
-        failed_servers = {e.server for e in errors}
-        for name, items in groups.items():
-            if name in failed_servers:
-                failed += [originals[k] for k, _, _ in items]
-        return failed
+        return [originals[k] for k in originals if k in not_stored]
 
     def delete_many(self, keys: Iterable[str | bytes]) -> int:
-        """Remove the keys; how many were there."""
+        """Remove the keys; how many were there. A key whose server failed is
+        invalidated there before the server serves again."""
         _, groups = self._groups(keys)
         if not groups:
             return 0
         results, errors = self._fan_out(groups, "send_delete_many", "recv_delete_many")
+        for name, _ in errors:
+            self._hint(self._backends[name], groups[name])
+        if errors and self._failover:
+            retry = self._retry_elsewhere(groups, [n for n, _ in errors], bytes)
+            more, errors2 = self._fan_out(retry, "send_delete_many", "recv_delete_many")
+            results += more
+            errors = errors2
         self._raise_first(errors)
-        return sum(results)
+        return sum(n for _, n in results)
 
     # --- the rest ----------------------------------------------------------------------
 

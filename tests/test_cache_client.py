@@ -306,3 +306,67 @@ def test_config_errors() -> None:
         CacheClient(["memcached://127.0.0.1:1", "memcached://127.0.0.1:1"])
     with CacheClient([MemoryBackend()]) as c:
         assert c.set("k", 1) and c.get("k") == 1
+
+
+@pytest.mark.parametrize("failover", [False, True], ids=["misses", "failover"])
+@pytest.mark.parametrize("kind", ["memcached", "redis"])
+def test_no_stale_reads_after_a_frozen_server_returns(kind: str, failover: bool,
+                                                      tmp_path: Path,
+                                                      memcached_urls: list[str],
+                                                      redis_urls: list[str]) -> None:
+    victim = _server(kind, tmp_path)
+    healthy = memcached_urls[:2] if kind == "memcached" else redis_urls[:2]
+    prefix = f"s{uuid.uuid4().hex[:8]}:"
+    client = CacheClient([*healthy, victim.url], key_prefix=prefix, timeout=0.2,
+                         dead_timeout=0.4, failover=failover, ignore_errors=True)
+    victim_name = list(client.servers)[-1]
+    keys = [f"key{i}" for i in range(240)]
+    on_victim = [k for k in keys if client.server_for(k) == victim_name]
+    latest: dict[str, str | None] = {k: f"v0:{k}" for k in keys}
+    assert client.set_many(latest) == []
+    victim.freeze()  # a hung server: it keeps its (soon old) data
+    try:
+        for rnd in range(1, 4):
+            for i, k in enumerate(keys):
+                if i % 7 == rnd:
+                    client.delete(k)
+                    latest[k] = None
+                else:
+                    value = f"v{rnd}:{k}"
+                    client.set(k, value)
+                    latest[k] = value
+            batch = {k: f"b{rnd}:{k}" for k in keys[::5]}
+            client.set_many(batch)
+            latest.update(batch)
+            for k in keys:  # while it is down: a miss or the newest value, never older
+                got = client.get(k)
+                assert got is None or got == latest[k], (k, got, latest[k])
+        if failover:  # the writes went to the next servers: they are readable
+            assert [k for k in on_victim if client.get(k) != latest[k]] == []
+        assert client.servers[victim_name].pending_hints > 0
+    finally:
+        victim.thaw()
+    # the proof that this test can fail: the returned server still holds old values
+    raw_old = 0
+    if kind == "memcached":
+        host, port = victim.url.split("//")[1].split(":")
+        raw = pymemcache.client.base.Client((host, int(port)))
+        raw_old = sum(raw.get(f"{prefix}{k}") == f"v0:{k}".encode() for k in on_victim[:20])
+        raw.close()
+    else:
+        r = redis.Redis.from_url(victim.url)
+        raw_old = sum(r.get(f"{prefix}{k}") is not None for k in on_victim[:20])
+        r.close()
+    assert raw_old > 0
+    time.sleep(0.5)  # the dead_timeout window passes: the next call probes and delivers
+    stale = [k for k in keys if client.get(k) not in (None, latest[k])]
+    assert stale == []
+    got = client.get_many(keys)
+    assert all(latest[k] == v for k, v in got.items())
+    assert client.servers[victim_name].pending_hints == 0
+    if failover:  # the copies written to other servers while it was down are gone
+        for k in on_victim:
+            other = client._fallback(client._encode(k), client.servers[victim_name])
+            assert other.get(client._encode(k)) is None
+    client.close()
+    victim.stop()

@@ -8,7 +8,7 @@ import os
 
 from setuptools import Extension, setup
 
-NATIVE_MODULES = ("_hash", "_ids", "_ring")
+NATIVE_MODULES = ("_hash", "_ids", "_merkle", "_ring")
 
 
 def _extensions() -> list[Extension]:

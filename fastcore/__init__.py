@@ -44,6 +44,7 @@ if NATIVE:
         eps_bound_ms,
         eps_code,
     )
+    from ._merkle import MerkleTree, item_digest, key_token
     from ._ring import HashRing
 else:
     from ._hash_py import md5_digest, xxh3_64, xxh64
@@ -56,11 +57,11 @@ else:
         eps_bound_ms,
         eps_code,
     )
+    from ._merkle_py import MerkleTree, item_digest, key_token
     from ._ring_py import HashRing
 
 from ._bounded import BoundedLoadBalancer, pick_bounded
 from ._merkle_common import KeyDiff, MerkleDiff, compare_keys, diff_levels
-from ._merkle_py import MerkleTree, item_digest, key_token  # native: see issue 4 port
 
 __version__ = "0.1.0"
 

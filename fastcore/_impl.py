@@ -19,7 +19,7 @@ def _native_available() -> bool:
     if PURE_PYTHON_REQUESTED:
         return False
     try:
-        from . import _hash, _ids, _ring  # noqa: F401
+        from . import _hash, _ids, _merkle, _ring  # noqa: F401
     except ImportError:
         return False
     return True

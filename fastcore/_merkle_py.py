@@ -410,7 +410,9 @@ class MerkleTree:
 
     def _check_same_shape(self, other: object, what: str) -> MerkleTree:
         if not isinstance(other, MerkleTree):
-            raise ArgumentTypeError(f"can only {what} a MerkleTree, not {type(other).__name__}")
+            raise ArgumentTypeError(
+                f"can only {what} a MerkleTree of the same implementation, not "
+                f"{type(other).__module__}.{type(other).__name__}")
         mine = (self._depth, self._lo, self._hi, self.inner)
         theirs = (other._depth, other._lo, other._hi, other.inner)
         if mine != theirs:

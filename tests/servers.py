@@ -15,6 +15,23 @@ import redis
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 
 
+def freeze(pid: int) -> None:
+    """SIGSTOP ``pid`` and wait until every thread of it is stopped (signal delivery is
+    asynchronous: a busy process may still answer a request or two meanwhile)."""
+    os.kill(pid, signal.SIGSTOP)
+    deadline = time.monotonic() + 5
+    task_dir = f"/proc/{pid}/task"
+    while time.monotonic() < deadline:
+        states = []
+        for tid in os.listdir(task_dir):
+            with open(f"{task_dir}/{tid}/stat") as f:
+                states.append(f.read().rsplit(")", 1)[1].split()[0])
+        if all(st in ("T", "t") for st in states):
+            return
+        time.sleep(0.001)
+    raise RuntimeError(f"process {pid} did not stop")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -61,7 +78,7 @@ class RedisServer:
 
     def freeze(self) -> None:
         assert self.proc is not None
-        os.kill(self.proc.pid, signal.SIGSTOP)
+        freeze(self.proc.pid)
 
     def thaw(self) -> None:
         assert self.proc is not None
@@ -117,7 +134,7 @@ class MemcachedServer:
 
     def freeze(self) -> None:
         assert self.proc is not None
-        os.kill(self.proc.pid, signal.SIGSTOP)
+        freeze(self.proc.pid)
 
     def thaw(self) -> None:
         assert self.proc is not None

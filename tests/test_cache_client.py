@@ -3,6 +3,7 @@ backend): operations, placement, fan-out, threads, fork, failures, bad input."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -185,21 +186,36 @@ def test_fork_parent_and_child_never_share_a_socket(kind: str, memcached_urls: l
 # --- failures --------------------------------------------------------------------------------
 
 
-def _server(kind: str, tmp_path: Path) -> MemcachedServer | RedisServer:
+@pytest.fixture()
+def cleanup() -> Iterator[contextlib.ExitStack]:
+    """Servers and clients a test registers are stopped / closed even if it fails."""
+    with contextlib.ExitStack() as stack:
+        yield stack
+
+
+def _server(kind: str, tmp_path: Path, stack: contextlib.ExitStack
+            ) -> MemcachedServer | RedisServer:
+    server: MemcachedServer | RedisServer
     if kind == "memcached":
-        return MemcachedServer()
-    return RedisServer(tmp_path, "--save", "", "--appendonly", "no")
+        server = MemcachedServer()
+    else:
+        server = RedisServer(tmp_path, "--save", "", "--appendonly", "no")
+    stack.callback(server.stop)
+    return server
 
 
 @pytest.mark.parametrize("kind", ["memcached", "redis"])
 def test_killed_server_fails_fast_and_loudly(kind: str, tmp_path: Path,
                                              memcached_urls: list[str],
-                                             redis_urls: list[str]) -> None:
-    victim = _server(kind, tmp_path)
+                                             redis_urls: list[str],
+                                             cleanup: contextlib.ExitStack) -> None:
+    victim = _server(kind, tmp_path, cleanup)
     healthy = memcached_urls[:2] if kind == "memcached" else redis_urls[:2]
     prefix = f"k{uuid.uuid4().hex[:8]}:"
-    client = CacheClient([*healthy, victim.url], key_prefix=prefix, dead_timeout=0.5)
-    quiet = CacheClient([*healthy, victim.url], key_prefix=prefix, ignore_errors=True)
+    client = cleanup.enter_context(
+        CacheClient([*healthy, victim.url], key_prefix=prefix, dead_timeout=0.5))
+    quiet = cleanup.enter_context(
+        CacheClient([*healthy, victim.url], key_prefix=prefix, ignore_errors=True))
     victim_name = list(client.servers)[-1]
     keys = [f"key{i}" for i in range(60)]
     client.set_many({k: k for k in keys})
@@ -235,11 +251,13 @@ def test_killed_server_fails_fast_and_loudly(kind: str, tmp_path: Path,
 @pytest.mark.parametrize("kind", ["memcached", "redis"])
 def test_hung_server_costs_one_timeout_per_window(kind: str, tmp_path: Path,
                                                   memcached_urls: list[str],
-                                                  redis_urls: list[str]) -> None:
-    victim = _server(kind, tmp_path)
+                                                  redis_urls: list[str],
+                                                  cleanup: contextlib.ExitStack) -> None:
+    victim = _server(kind, tmp_path, cleanup)
     healthy = memcached_urls[:2] if kind == "memcached" else redis_urls[:2]
-    client = CacheClient([*healthy, victim.url], key_prefix=f"h{uuid.uuid4().hex[:8]}:",
-                         timeout=0.2, dead_timeout=1.0)
+    client = cleanup.enter_context(
+        CacheClient([*healthy, victim.url], key_prefix=f"h{uuid.uuid4().hex[:8]}:",
+                    timeout=0.2, dead_timeout=1.0))
     victim_name = list(client.servers)[-1]
     keys = [f"key{i}" for i in range(80)]
     on_victim = [k for k in keys if client.server_for(k) == victim_name]
@@ -313,12 +331,14 @@ def test_config_errors() -> None:
 def test_no_stale_reads_after_a_frozen_server_returns(kind: str, failover: bool,
                                                       tmp_path: Path,
                                                       memcached_urls: list[str],
-                                                      redis_urls: list[str]) -> None:
-    victim = _server(kind, tmp_path)
+                                                      redis_urls: list[str],
+                                                      cleanup: contextlib.ExitStack) -> None:
+    victim = _server(kind, tmp_path, cleanup)
     healthy = memcached_urls[:2] if kind == "memcached" else redis_urls[:2]
     prefix = f"s{uuid.uuid4().hex[:8]}:"
-    client = CacheClient([*healthy, victim.url], key_prefix=prefix, timeout=0.2,
-                         dead_timeout=0.4, failover=failover, ignore_errors=True)
+    client = cleanup.enter_context(
+        CacheClient([*healthy, victim.url], key_prefix=prefix, timeout=0.2,
+                    dead_timeout=0.4, failover=failover, ignore_errors=True))
     victim_name = list(client.servers)[-1]
     keys = [f"key{i}" for i in range(240)]
     on_victim = [k for k in keys if client.server_for(k) == victim_name]

@@ -10,6 +10,7 @@ the client can put every server's request on the wire before it reads any reply.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import os
@@ -18,7 +19,7 @@ import struct
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterator
+import weakref
 from typing import Any
 
 from ._errors import ConfigError, ServerUnavailable
@@ -164,6 +165,18 @@ def kernel_timeouts(sock: socket.socket, seconds: float) -> None:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, tv)
 
 
+_FORK_AWARE: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for backend in list(_FORK_AWARE):
+        backend._after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class _Backend:
     """What the two server backends share: naming, stats, breaker, error handling."""
 
@@ -265,17 +278,19 @@ class _Backend:
         return err
 
     def done(self, op: str, started: float, keys: int, hits: int) -> None:
-        self.breaker.success()
+        if self.breaker.down_until:
+            self.breaker.success()
         elapsed = time.perf_counter() - started
         if self.on_op is not None:
             self._hook(op, keys, elapsed, None)
+        # Plain increments, no lock: no Python code runs between the read and the write
+        # of one, so under the GIL none is lost (a free-threaded build may lose a few).
         st = self.stats
-        with st.lock:
-            st.ops += 1
-            st.keys += keys
-            st.hits += hits
-            st.misses += keys - hits
-            st.latency_s += elapsed
+        st.ops += 1
+        st.keys += keys
+        st.hits += hits
+        st.misses += keys - hits
+        st.latency_s += elapsed
 
 
 # --- Memcached -----------------------------------------------------------------------------
@@ -325,8 +340,13 @@ class MemcachedBackend(_Backend):
         self.connect_timeout = connect_timeout
         self.max_value = max_value
         self._max_idle = max_idle
-        self._idle: list[Any] = []
-        self._lock = threading.Lock()
+        self._idle: collections.deque[Any] = collections.deque()  # pop/append: atomic
+        self._pid = os.getpid()
+        _FORK_AWARE.add(self)
+
+    def _after_fork_in_child(self) -> None:
+        # the idle connections are the parent's: forget them (closing is the parent's job)
+        self._idle = collections.deque()
         self._pid = os.getpid()
 
     # connections ----------------------------------------------------------------------
@@ -351,90 +371,65 @@ class MemcachedBackend(_Backend):
         return client
 
     def _acquire(self) -> Any:
-        if self._pid != os.getpid():  # forked: never touch the parent's sockets
-            with self._lock:
-                if self._pid != os.getpid():
-                    self._idle = []
-                    self._lock = threading.Lock()
-                    self._pid = os.getpid()
-        with self._lock:
-            if self._idle:
-                return self._idle.pop()
-        return self._new_client()
+        try:
+            return self._idle.pop()
+        except IndexError:
+            return self._new_client()
 
     def _release(self, client: Any, ok: bool) -> None:
-        if not ok or self._pid != os.getpid():
-            with contextlib.suppress(Exception):
-                client.close()
+        if ok and len(self._idle) < self._max_idle:
+            self._idle.append(client)
             return
-        with self._lock:
-            if len(self._idle) < self._max_idle:
-                self._idle.append(client)
-                return
-        client.close()
+        with contextlib.suppress(Exception):
+            client.close()
 
-    @contextlib.contextmanager
-    def _client(self, what: str) -> Iterator[Any]:
-        self.check()
+    def _call(self, what: str, *args: Any, **kwargs: Any) -> tuple[Any, float]:
+        """pymemcache's method ``what`` on a pooled connection: (result, start time)."""
+        if self.breaker.down_until or self._hints_pending:
+            self.check()
+        started = time.perf_counter()
         client = self._acquire()
-        ok = False
         try:
-            yield client
-            ok = True
-        except ServerUnavailable:
-            raise
+            result = getattr(client, what)(*args, **kwargs)
         except Exception as exc:
+            self._release(client, False)
             raise self.failed(exc, what) from exc
-        finally:
-            self._release(client, ok)
+        self._release(client, True)
+        return result, started
 
     # single keys ----------------------------------------------------------------------
 
     def get(self, key: bytes) -> tuple[bytes, int] | None:
-        started = time.perf_counter()
-        with self._client("get") as c:
-            value: tuple[bytes, int] | None = c.get(key)
+        value, started = self._call("get", key)
         self.done("get", started, 1, value is not None)
-        return value
+        return value  # type: ignore[no-any-return]
 
     def set(self, key: bytes, payload: bytes, flags: int, ttl: int) -> None:
-        started = time.perf_counter()
-        with self._client("set") as c:
-            c.set(key, (payload, flags), expire=ttl, noreply=False)
+        _, started = self._call("set", key, (payload, flags), expire=ttl, noreply=False)
         self.done("set", started, 1, 1)
 
     def add(self, key: bytes, payload: bytes, flags: int, ttl: int) -> bool:
-        started = time.perf_counter()
-        with self._client("add") as c:
-            stored = bool(c.add(key, (payload, flags), expire=ttl, noreply=False))
+        stored, started = self._call("add", key, (payload, flags), expire=ttl, noreply=False)
         self.done("add", started, 1, 1)
-        return stored
+        return bool(stored)
 
     def delete(self, key: bytes) -> bool:
-        started = time.perf_counter()
-        with self._client("delete") as c:
-            found = bool(c.delete(key, noreply=False))
-        self.done("delete", started, 1, found)
-        return found
+        found, started = self._call("delete", key, noreply=False)
+        self.done("delete", started, 1, bool(found))
+        return bool(found)
 
     def touch(self, key: bytes, ttl: int) -> bool:
-        started = time.perf_counter()
-        with self._client("touch") as c:
-            found = bool(c.touch(key, expire=ttl, noreply=False))
-        self.done("touch", started, 1, found)
-        return found
+        found, started = self._call("touch", key, expire=ttl, noreply=False)
+        self.done("touch", started, 1, bool(found))
+        return bool(found)
 
     def incr(self, key: bytes, delta: int) -> int | None:
-        started = time.perf_counter()
-        with self._client("incr") as c:
-            value = c.incr(key, delta, noreply=False)
+        value, started = self._call("incr", key, delta, noreply=False)
         self.done("incr", started, 1, value is not None)
         return None if value is None else int(value)
 
     def decr(self, key: bytes, delta: int) -> int | None:
-        started = time.perf_counter()
-        with self._client("decr") as c:
-            value = c.decr(key, delta, noreply=False)
+        value, started = self._call("decr", key, delta, noreply=False)
         self.done("decr", started, 1, value is not None)
         return None if value is None else int(value)
 
@@ -529,12 +524,10 @@ class MemcachedBackend(_Backend):
         return found
 
     def flush(self) -> None:
-        with self._client("flush_all") as c:
-            c.flush_all(noreply=False)
+        self._call("flush_all", noreply=False)
 
     def close(self) -> None:
-        with self._lock:
-            idle, self._idle = self._idle, []
+        idle, self._idle = self._idle, collections.deque()
         if self._pid == os.getpid():
             for c in idle:
                 with contextlib.suppress(Exception):
@@ -658,27 +651,26 @@ class RedisBackend(_Backend):
 
             self._pool.connection_class = _KernelTimeoutConnection
         self._client = redis.Redis(connection_pool=self._pool)
+        self._response_error = redis.ResponseError
         self._incr = self._client.register_script(_INCR)
         self._decr = self._client.register_script(_DECR)
 
-    @contextlib.contextmanager
-    def _guard(self, what: str) -> Iterator[None]:
-        self.check()
+    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> tuple[Any, float]:
+        """``fn(*args, **kwargs)`` through redis-py: (result, start time)."""
+        if self.breaker.down_until or self._hints_pending:
+            self.check()
+        started = time.perf_counter()
         try:
-            yield
-        except ServerUnavailable:
+            result = fn(*args, **kwargs)
+        except self._response_error:  # the server answered: it is up
             raise
         except Exception as exc:
-            import redis
-
-            if isinstance(exc, redis.ResponseError):  # the server answered: it is up
-                raise
             raise self.failed(exc, what) from exc
+        return result, started
 
     def get(self, key: bytes) -> tuple[bytes, int] | None:
-        started = time.perf_counter()
-        with self._guard("get"):
-            value = _unpack(self._client.get(key))  # type: ignore[arg-type]
+        data, started = self._call("get", self._client.get, key)
+        value = _unpack(data)
         self.done("get", started, 1, value is not None)
         return value
 
@@ -687,45 +679,38 @@ class RedisBackend(_Backend):
         return int(ttl * 1000) if ttl else None
 
     def set(self, key: bytes, payload: bytes, flags: int, ttl: int) -> None:
-        started = time.perf_counter()
-        with self._guard("set"):
-            self._client.set(key, _pack(payload, flags), px=self._px(ttl))
+        _, started = self._call("set", self._client.set, key, _pack(payload, flags),
+                                px=self._px(ttl))
         self.done("set", started, 1, 1)
 
     def add(self, key: bytes, payload: bytes, flags: int, ttl: int) -> bool:
-        started = time.perf_counter()
-        with self._guard("add"):
-            stored = bool(self._client.set(key, _pack(payload, flags), nx=True,
-                                           px=self._px(ttl)))
+        stored, started = self._call("add", self._client.set, key, _pack(payload, flags),
+                                     nx=True, px=self._px(ttl))
         self.done("add", started, 1, 1)
-        return stored
+        return bool(stored)
 
     def delete(self, key: bytes) -> bool:
-        started = time.perf_counter()
-        with self._guard("delete"):
-            found = bool(self._client.delete(key))
-        self.done("delete", started, 1, found)
-        return found
+        found, started = self._call("delete", self._client.delete, key)
+        self.done("delete", started, 1, bool(found))
+        return bool(found)
+
+    def _touch(self, key: bytes, ttl: int) -> bool:
+        if ttl:
+            return bool(self._client.pexpire(key, int(ttl * 1000)))
+        return bool(self._client.persist(key) or self._client.exists(key))
 
     def touch(self, key: bytes, ttl: int) -> bool:
-        started = time.perf_counter()
-        with self._guard("touch"):
-            found = bool(self._client.pexpire(key, int(ttl * 1000)) if ttl
-                         else self._client.persist(key) or self._client.exists(key))
+        found, started = self._call("touch", self._touch, key, ttl)
         self.done("touch", started, 1, found)
-        return found
+        return bool(found)
 
     def incr(self, key: bytes, delta: int) -> int | None:
-        started = time.perf_counter()
-        with self._guard("incr"):
-            value = self._incr(keys=[key], args=[delta])
+        value, started = self._call("incr", self._incr, keys=[key], args=[delta])
         self.done("incr", started, 1, value is not None)
         return None if value is None else int(value)
 
     def decr(self, key: bytes, delta: int) -> int | None:
-        started = time.perf_counter()
-        with self._guard("decr"):
-            value = self._decr(keys=[key], args=[delta])
+        value, started = self._call("decr", self._decr, keys=[key], args=[delta])
         self.done("decr", started, 1, value is not None)
         return None if value is None else int(value)
 
@@ -797,8 +782,7 @@ class RedisBackend(_Backend):
         return int(found)
 
     def flush(self) -> None:
-        with self._guard("flushdb"):
-            self._client.flushdb()
+        self._call("flushdb", self._client.flushdb)
 
     def close(self) -> None:
         self._pool.disconnect()

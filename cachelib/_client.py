@@ -219,27 +219,32 @@ class CacheClient:
 
     def _one(self, op: str, key: str | bytes, *args: Any, write: bool = True) -> Any:
         """One single-key call; on a failed server: hints (writes), failover, or raise."""
-        k, backend = self._route(key)
+        k = self._encode(key)
+        backend = self._backends[self._node_of(k)]
         try:
             return getattr(backend, op)(k, *args)
         except ServerUnavailable as exc:
-            if write:  # the server may still hold the old value: invalidate it later
-                self._hint(backend, (k,))
-            if self._failover:
-                other = self._fallback(k, backend)
-                if other is not None:
-                    try:
-                        result = getattr(other, op)(k, *args)
-                    except ServerUnavailable as exc2:
-                        if write:
-                            self._hint(other, (k,))
-                        log.warning("cache failover failed too: %s", exc2)
-                    else:
-                        if write:  # the copy goes once the primary is back
-                            self._hint(backend, (), [(other, k)])
-                        return result
-            self._fail(exc)
-            return _MISSING
+            return self._recover(exc, op, k, backend, args, write)
+
+    def _recover(self, exc: ServerUnavailable, op: str, k: bytes, backend: Any,
+                 args: tuple[Any, ...], write: bool) -> Any:
+        if write:  # the server may still hold the old value: invalidate it later
+            self._hint(backend, (k,))
+        if self._failover:
+            other = self._fallback(k, backend)
+            if other is not None:
+                try:
+                    result = getattr(other, op)(k, *args)
+                except ServerUnavailable as exc2:
+                    if write:
+                        self._hint(other, (k,))
+                    log.warning("cache failover failed too: %s", exc2)
+                else:
+                    if write:  # the copy goes once the primary is back
+                        self._hint(backend, (), [(other, k)])
+                    return result
+        self._fail(exc)
+        return _MISSING
 
     # --- single keys -------------------------------------------------------------------
 
@@ -252,7 +257,12 @@ class CacheClient:
             KeyTypeError, InvalidKeyError: a bad key.
             SerializationError: a stored value that cannot be decoded.
         """
-        hit = self._one("get", key, write=False)
+        k = self._encode(key)
+        backend = self._backends[self._node_of(k)]
+        try:
+            hit = backend.get(k)
+        except ServerUnavailable as exc:
+            hit = self._recover(exc, "get", k, backend, (), False)
         if hit is None or hit is _MISSING:
             return default
         return self._loads(hit[0], hit[1])
@@ -267,7 +277,16 @@ class CacheClient:
             ValueTooLargeError, ConfigError (a bad ttl).
         """
         payload, flags = self._dumps(value)
-        return self._one("set", key, payload, flags, _check_ttl(ttl)) is not _MISSING
+        if ttl.__class__ is not int or not 0 <= ttl <= _MAX_TTL:
+            _check_ttl(ttl)
+        k = self._encode(key)
+        backend = self._backends[self._node_of(k)]
+        try:
+            backend.set(k, payload, flags, ttl)
+        except ServerUnavailable as exc:
+            return self._recover(exc, "set", k, backend, (payload, flags, ttl),
+                                 True) is not _MISSING
+        return True
 
     def add(self, key: str | bytes, value: Any, ttl: int = 0) -> bool:
         """Store ``value`` only if ``key`` is absent; True if stored."""

@@ -453,18 +453,8 @@ class MemcachedBackend(_Backend):
 
     def recv_get_many(self, pending: Any) -> dict[bytes, tuple[bytes, int]]:
         client, count, started = pending
-        out: dict[bytes, tuple[bytes, int]] = {}
         try:
-            reader = _Reader(client.sock)
-            while True:
-                line = reader.line()
-                if line == b"END":
-                    break
-                parts = line.split()
-                if len(parts) < 4 or parts[0] != b"VALUE":
-                    raise OSError(f"unexpected reply to get: {line[:80]!r}")
-                size = int(parts[3])
-                out[parts[1]] = (reader.exactly(size + 2)[:size], int(parts[2]))
+            out = _read_values(client.sock)
         except Exception as exc:
             self._release(client, False)
             raise self.failed(exc, "get_many") from exc
@@ -537,6 +527,41 @@ class MemcachedBackend(_Backend):
         return f"MemcachedBackend({self.url!r})"
 
 
+def _read_values(sock: socket.socket) -> dict[bytes, tuple[bytes, int]]:
+    """The ``VALUE key flags size`` items of a memcached ``get`` reply, up to ``END``,
+    parsed in one loop over a growing buffer (no call per line)."""
+    out: dict[bytes, tuple[bytes, int]] = {}
+    recv = sock.recv
+    buf = recv(262144)
+    pos = 0
+    while True:
+        end = buf.find(b"\r\n", pos)
+        if end < 0:
+            chunk = recv(262144)
+            if not chunk:
+                raise ConnectionResetError("the server closed the connection")
+            buf = buf[pos:] + chunk
+            pos = 0
+            continue
+        if buf.startswith(b"END", pos) and end == pos + 3:
+            if end + 2 != len(buf):
+                raise OSError("unexpected bytes after END in a get reply")
+            return out
+        parts = buf[pos:end].split()
+        if len(parts) < 4 or parts[0] != b"VALUE":
+            raise OSError(f"unexpected reply to get: {buf[pos:end][:80]!r}")
+        size = int(parts[3])
+        start = end + 2
+        stop = start + size
+        while len(buf) < stop + 2:
+            chunk = recv(max(262144, stop + 2 - len(buf)))
+            if not chunk:
+                raise ConnectionResetError("the server closed the connection")
+            buf += chunk
+        out[parts[1]] = (buf[start:stop], int(parts[2]))
+        pos = stop + 2
+
+
 class _Reader:
     """Buffered reads of memcached text replies from one socket."""
 
@@ -585,6 +610,55 @@ local v = redis.call('DECRBY', KEYS[1], ARGV[1])
 if v < 0 then redis.call('SET', KEYS[1], '0', 'KEEPTTL') return 0 end
 return v
 """
+
+
+def _read_resp_array(sock: socket.socket, count: int) -> list[bytes | None]:
+    """An array of ``count`` bulk strings (or nils: RESP2 ``$-1``, RESP3 ``_``) read
+    from ``sock``; an error reply raises."""
+    recv = sock.recv
+    buf = recv(262144)
+    pos = 0
+    out: list[bytes | None] = []
+    header = True
+    while True:
+        end = buf.find(b"\r\n", pos)
+        if end < 0:
+            chunk = recv(262144)
+            if not chunk:
+                raise ConnectionResetError("the server closed the connection")
+            buf = buf[pos:] + chunk
+            pos = 0
+            continue
+        kind = buf[pos]
+        if header:
+            if kind != 0x2A or int(buf[pos + 1:end]) != count:  # '*'
+                raise OSError(f"unexpected reply to MGET: {buf[pos:end][:80]!r}")
+            header = False
+            pos = end + 2
+        elif kind == 0x24:  # '$'
+            size = int(buf[pos + 1:end])
+            if size < 0:
+                out.append(None)
+                pos = end + 2
+            else:
+                start = end + 2
+                stop = start + size
+                while len(buf) < stop + 2:
+                    chunk = recv(max(262144, stop + 2 - len(buf)))
+                    if not chunk:
+                        raise ConnectionResetError("the server closed the connection")
+                    buf += chunk
+                out.append(buf[start:stop])
+                pos = stop + 2
+        elif kind == 0x5F:  # '_': RESP3 null
+            out.append(None)
+            pos = end + 2
+        else:
+            raise OSError(f"unexpected reply to MGET: {buf[pos:end][:80]!r}")
+        if len(out) == count:
+            if pos != len(buf):
+                raise OSError("unexpected bytes after an MGET reply")
+            return out
 
 
 def _pack(payload: bytes, flags: int) -> bytes:
@@ -741,11 +815,36 @@ class RedisBackend(_Backend):
         return replies
 
     def send_get_many(self, keys: list[bytes]) -> Any:
-        return self._send([("MGET", *keys)], "get_many"), keys, time.perf_counter()
+        # MGET written and read here, on the pooled connection's socket (redis-py's
+        # command packer and reply parser cost more than the round trip at 25+ keys)
+        if self.breaker.down_until or self._hints_pending:
+            self.check()
+        started = time.perf_counter()
+        parts = [b"*%d\r\n$4\r\nMGET\r\n" % (len(keys) + 1)]
+        for k in keys:
+            parts.append(b"$%d\r\n%s\r\n" % (len(k), k))
+        try:
+            conn = self._pool.get_connection()
+        except Exception as exc:
+            raise self.failed(exc, "get_many") from exc
+        try:
+            sock: Any = conn._sock  # connected by get_connection()
+            sock.sendall(b"".join(parts))
+        except Exception as exc:
+            conn.disconnect()  # type: ignore[no-untyped-call]
+            self._pool.release(conn)
+            raise self.failed(exc, "get_many") from exc
+        return conn, keys, started
 
     def recv_get_many(self, pending: Any) -> dict[bytes, tuple[bytes, int]]:
         conn, keys, started = pending
-        (values,) = self._recv(conn, 1, "get_many")
+        try:
+            values = _read_resp_array(conn._sock, len(keys))
+        except Exception as exc:
+            conn.disconnect()
+            self._pool.release(conn)
+            raise self.failed(exc, "get_many") from exc
+        self._pool.release(conn)
         out = {}
         for key, data in zip(keys, values):
             if data is not None:

@@ -320,10 +320,8 @@ class CacheClient:
 
     def _groups(self, keys: Iterable[str | bytes]
                 ) -> tuple[dict[bytes, Any], dict[str, list[bytes]]]:
-        encode = self._encode
-        originals: dict[bytes, Any] = {}
-        for key in keys:
-            originals[encode(key)] = key
+        keys = keys if isinstance(keys, list) else list(keys)
+        originals = dict(zip(self._keys.encode_many(keys), keys))
         groups = self._ring.group_by_node(list(originals)) if originals else {}
         return originals, groups  # type: ignore[return-value]  # the keys are bytes
 

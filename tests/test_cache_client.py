@@ -390,3 +390,21 @@ def test_no_stale_reads_after_a_frozen_server_returns(kind: str, failover: bool,
             assert other.get(client._encode(k)) is None
     client.close()
     victim.stop()
+
+
+def test_get_many_parses_tricky_and_large_values(client: CacheClient) -> None:
+    tricky = {
+        "end": b"END\r\n",
+        "fake": b"VALUE x 0 3\r\nabc\r\nEND\r\n",
+        "resp": b"*2\r\n$-1\r\n_\r\n",
+        "crlf": b"\r\n" * 100,
+        "empty": b"",
+        "big1": os.urandom(900_000),  # spans several reads (memcached's item size: 1 MiB)
+        "big2": b"\x00" * 700_000,
+    }
+    tricky.update({f"n{i}": i for i in range(50)})
+    assert client.set_many(tricky) == []
+    got = client.get_many([*tricky, "absent1", "absent2"])
+    assert got == tricky
+    for key, value in tricky.items():
+        assert client.get(key) == value

@@ -103,10 +103,39 @@ class Setup:
             s.stop()
 
 
+class NaiveMemcached:
+    """``crc32(key) % 4`` over 4 pymemcache Clients: what 4 servers cost a client that
+    adds nothing (no checks, no stats, no failure handling)."""
+
+    def __init__(self, hosts: list[str]) -> None:
+        self.shards = [PmClient((h.split(":")[0], int(h.split(":")[1])),
+                                default_noreply=False) for h in hosts]
+
+    def _shard(self, key: str) -> Any:
+        return self.shards[zlib.crc32(key.encode()) % 4]
+
+    def get(self, key: str) -> Any:
+        return self._shard(key).get(key)
+
+    def set(self, key: str, value: bytes) -> Any:
+        return self._shard(key).set(key, value)
+
+    def get_many(self, keys: list[str]) -> dict[str, Any]:
+        groups: dict[int, list[str]] = {}
+        for k in keys:
+            groups.setdefault(zlib.crc32(k.encode()) % 4, []).append(k)
+        out: dict[str, Any] = {}
+        for i, ks in groups.items():
+            out.update(self.shards[i].get_many(ks))
+        return out
+
+
 def memcached_clients(st: Setup) -> dict[str, Any]:
     host, port = st.mc_hosts[0].split(":")
     return {
         "cachelib, 4 memcached": cachelib.CacheClient([s.url for s in st.mc]),
+        "cachelib, 1 memcached": cachelib.CacheClient([st.mc[0].url]),
+        "naive crc32 % 4 over 4 pymemcache Clients": NaiveMemcached(st.mc_hosts),
         "pymemcache Client, 1 memcached (wrapped)": PmClient((host, int(port)),
                                                              default_noreply=False),
         "pymemcache HashClient, 4 memcached": HashClient(
@@ -149,6 +178,7 @@ def redis_clients(st: Setup) -> dict[str, Any]:
     urls = [s.url for s in st.rd]
     return {
         "cachelib, 4 redis": cachelib.CacheClient(urls),
+        "cachelib, 1 redis": cachelib.CacheClient(urls[:1]),
         "redis-py Redis, 1 redis (wrapped)": redis.Redis.from_url(urls[0]),
         "naive crc32 % 4 over redis-py, 4 redis": NaiveRedis(urls),
     }
@@ -163,7 +193,7 @@ def op_set(client: Any) -> Callable[[str, bytes], Any]:
 
 
 def op_get_many(name: str, client: Any) -> Callable[[list[str]], Any]:
-    if isinstance(client, (PmClient, HashClient)):
+    if isinstance(client, (PmClient, HashClient, NaiveMemcached)):
         return client.get_many
     if isinstance(client, pylibmc.Client):
         return client.get_multi

@@ -14,6 +14,7 @@ import collections
 import contextlib
 import logging
 import os
+import select
 import socket
 import struct
 import threading
@@ -155,6 +156,14 @@ def _is_timeout(exc: BaseException) -> bool:
     return False
 
 
+def _readable(sock: socket.socket) -> bool:
+    """Whether an idle connection has something to read: for us, only EOF or a reset."""
+    try:
+        return bool(select.select([sock], [], [], 0)[0])
+    except (OSError, ValueError):
+        return True
+
+
 def kernel_timeouts(sock: socket.socket, seconds: float) -> None:
     """Give a blocking socket send and receive timeouts enforced by the kernel
     (``SO_SNDTIMEO`` / ``SO_RCVTIMEO``): a reply that does not come fails the call with
@@ -272,11 +281,15 @@ class _Backend:
             self.stats.timeouts += timeout
         reason = _reason(exc)
         self.breaker.failure(reason)
+        self._drop_idle()  # the other pooled connections are most likely dead too
         if self.on_op is not None:
             self._hook(what, 0, 0.0, exc)
         err = ServerUnavailable(self.name, f"{what} on {self.name} failed: {reason}")
         err.__cause__ = exc
         return err
+
+    def _drop_idle(self) -> None:
+        """Close the pooled idle connections (after a failure)."""
 
     def done(self, op: str, started: float, keys: int, hits: int) -> None:
         if self.breaker.down_until:
@@ -377,6 +390,19 @@ class MemcachedBackend(_Backend):
         except IndexError:
             return self._new_client()
 
+    def _drop_idle(self) -> None:
+        idle, self._idle = self._idle, collections.deque()
+        for client in idle:
+            with contextlib.suppress(Exception):
+                client.close()
+
+    def _stale(self, exc: BaseException) -> bool:
+        # a pooled connection the server closed meanwhile (it restarted, or dropped an
+        # idle client): worth one retry on a fresh connection; not a timeout or a refusal
+        return (not _is_timeout(exc) and not isinstance(exc, ConnectionRefusedError) and \
+            isinstance(exc, (OSError, EOFError))) or type(exc).__name__ in (
+                "MemcacheUnexpectedCloseError",)
+
     def _release(self, client: Any, ok: bool) -> None:
         if ok and len(self._idle) < self._max_idle:
             self._idle.append(client)
@@ -394,7 +420,15 @@ class MemcachedBackend(_Backend):
             result = getattr(client, what)(*args, **kwargs)
         except Exception as exc:
             self._release(client, False)
-            raise self.failed(exc, what) from exc
+            if what in ("incr", "decr") or not self._stale(exc):  # not idempotent
+                raise self.failed(exc, what) from exc
+            self._drop_idle()
+            client = self._new_client()
+            try:
+                result = getattr(client, what)(*args, **kwargs)
+            except Exception as exc2:
+                self._release(client, False)
+                raise self.failed(exc2, what) from exc2
         self._release(client, True)
         return result, started
 
@@ -415,7 +449,16 @@ class MemcachedBackend(_Backend):
             value: tuple[bytes, int] | None = client.get(key)
         except Exception as exc:
             self._release(client, False)
-            raise self.failed(exc, "get") from exc
+            if not self._stale(exc):
+                raise self.failed(exc, "get") from exc
+            self._drop_idle()
+            client = self._new_client()
+            try:
+                value = client.get(key)
+            except Exception as exc2:
+                self._release(client, False)
+                raise self.failed(exc2, "get") from exc2
+        idle = self._idle  # (a retry may have replaced the pool)
         if len(idle) < self._max_idle:
             idle.append(client)
         else:
@@ -448,7 +491,16 @@ class MemcachedBackend(_Backend):
             client.set(key, (payload, flags), ttl, False)
         except Exception as exc:
             self._release(client, False)
-            raise self.failed(exc, "set") from exc
+            if not self._stale(exc):
+                raise self.failed(exc, "set") from exc
+            self._drop_idle()
+            client = self._new_client()
+            try:
+                client.set(key, (payload, flags), ttl, False)
+            except Exception as exc2:
+                self._release(client, False)
+                raise self.failed(exc2, "set") from exc2
+        idle = self._idle  # (a retry may have replaced the pool)
         if len(idle) < self._max_idle:
             idle.append(client)
         else:
@@ -492,8 +544,12 @@ class MemcachedBackend(_Backend):
     # several keys: request out, reply in ----------------------------------------------
 
     def _send(self, data: bytes, what: str) -> Any:
-        self.check()
+        if self.breaker.down_until or self._hints_pending:
+            self.check()
         client = self._acquire()
+        if client.sock is not None and _readable(client.sock):  # closed by the server
+            self._release(client, False)
+            client = self._new_client()
         try:
             if client.sock is None:
                 client._connect()
@@ -781,6 +837,11 @@ class RedisBackend(_Backend):
 
             self._pool.connection_class = _KernelTimeoutConnection
         self._client = redis.Redis(connection_pool=self._pool)
+        # connections of the multi-key fan-out: made (and handshaken) by redis-py, then
+        # owned here, outside redis-py's pool (whose checkout polls the socket each time)
+        self._raw_idle: collections.deque[Any] = collections.deque()
+        self._max_idle = 16
+        _FORK_AWARE.add(self)
         self._response_error = redis.ResponseError
         self._incr = self._client.register_script(_INCR)
         self._decr = self._client.register_script(_DECR)
@@ -849,14 +910,13 @@ class RedisBackend(_Backend):
     def _send(self, commands: list[tuple[Any, ...]], what: str) -> Any:
         self.check()
         try:
-            conn = self._pool.get_connection()  # connects (or raises) here
+            conn = self._raw_acquire()  # connects (or raises) here
         except Exception as exc:
             raise self.failed(exc, what) from exc
         try:
-            conn.send_packed_command(conn.pack_commands(commands))  # type: ignore[no-untyped-call]
+            conn.send_packed_command(conn.pack_commands(commands))
         except Exception as exc:
-            conn.disconnect()  # type: ignore[no-untyped-call]
-            self._pool.release(conn)
+            self._raw_release(conn, False)
             raise self.failed(exc, what) from exc
         return conn
 
@@ -864,11 +924,38 @@ class RedisBackend(_Backend):
         try:
             replies = [conn.read_response() for _ in range(count)]
         except Exception as exc:
-            conn.disconnect()
-            self._pool.release(conn)
+            self._raw_release(conn, False)
             raise self.failed(exc, what) from exc
-        self._pool.release(conn)
+        self._raw_release(conn, True)
         return replies
+
+    def _after_fork_in_child(self) -> None:
+        self._raw_idle = collections.deque()  # the parent's sockets: never touched here
+
+    def _raw_acquire(self) -> Any:
+        while True:
+            try:
+                conn = self._raw_idle.pop()
+            except IndexError:
+                conn = self._pool.make_connection()
+                conn.connect()  # type: ignore[no-untyped-call]
+                return conn
+            if conn._sock is not None and not _readable(conn._sock):
+                return conn
+            self._raw_release(conn, False)  # closed by the server meanwhile
+
+    def _drop_idle(self) -> None:
+        raw, self._raw_idle = self._raw_idle, collections.deque()
+        for conn in raw:
+            with contextlib.suppress(Exception):
+                conn.disconnect()
+
+    def _raw_release(self, conn: Any, ok: bool) -> None:
+        if ok and len(self._raw_idle) < self._max_idle:
+            self._raw_idle.append(conn)
+            return
+        with contextlib.suppress(Exception):
+            conn.disconnect()
 
     def send_get_many(self, keys: list[bytes]) -> Any:
         # MGET written and read here, on the pooled connection's socket (redis-py's
@@ -880,15 +967,14 @@ class RedisBackend(_Backend):
         for k in keys:
             parts.append(b"$%d\r\n%s\r\n" % (len(k), k))
         try:
-            conn = self._pool.get_connection()
+            conn = self._raw_acquire()
         except Exception as exc:
             raise self.failed(exc, "get_many") from exc
         try:
             sock: Any = conn._sock  # connected by get_connection()
             sock.sendall(b"".join(parts))
         except Exception as exc:
-            conn.disconnect()  # type: ignore[no-untyped-call]
-            self._pool.release(conn)
+            self._raw_release(conn, False)
             raise self.failed(exc, "get_many") from exc
         return conn, keys, started
 
@@ -897,10 +983,9 @@ class RedisBackend(_Backend):
         try:
             values = _read_resp_array(conn._sock, len(keys))
         except Exception as exc:
-            conn.disconnect()
-            self._pool.release(conn)
+            self._raw_release(conn, False)
             raise self.failed(exc, "get_many") from exc
-        self._pool.release(conn)
+        self._raw_release(conn, True)
         out = {}
         for key, data in zip(keys, values):
             if data is not None:
@@ -940,6 +1025,10 @@ class RedisBackend(_Backend):
         self._call("flushdb", self._client.flushdb)
 
     def close(self) -> None:
+        raw, self._raw_idle = self._raw_idle, collections.deque()
+        for conn in raw:
+            with contextlib.suppress(Exception):
+                conn.disconnect()
         self._pool.disconnect()
 
     def __repr__(self) -> str:

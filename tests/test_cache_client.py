@@ -408,3 +408,26 @@ def test_get_many_parses_tricky_and_large_values(client: CacheClient) -> None:
     assert got == tricky
     for key, value in tricky.items():
         assert client.get(key) == value
+
+
+@pytest.mark.parametrize("kind", ["memcached", "redis"])
+def test_server_restarted_while_idle_costs_no_error(kind: str, tmp_path: Path,
+                                                    cleanup: contextlib.ExitStack) -> None:
+    # pooled connections to a server that restarted between two calls are stale: the
+    # client notices (zero-timeout poll, or one retry on a fresh connection) and the
+    # caller sees no error, no server marked down
+    server = _server(kind, tmp_path, cleanup)
+    client = cleanup.enter_context(CacheClient([server.url]))
+    client.set_many({f"k{i}": i for i in range(20)})
+    assert client.get("k1") == 1 and client.get_many(["k2", "k3"]) == {"k2": 2, "k3": 3}
+    server.kill()
+    server.start()  # empty, same port
+    assert client.get("k1") is None  # a miss on the restarted server, not an error
+    server.kill()
+    server.start()
+    assert client.get_many(["k2", "k3"]) == {}
+    server.kill()
+    server.start()
+    assert client.set("k4", 4) and client.get("k4") == 4
+    stats = next(iter(client.stats().values()))
+    assert stats["errors"] == 0 and not stats["down"]

@@ -64,6 +64,8 @@ class RedisServer:
                 try:
                     client.ping()
                     return
+                except (redis.AuthenticationError, redis.ResponseError):
+                    return  # it answers: it wants a password
                 except redis.ConnectionError:
                     if time.monotonic() > deadline or self.proc.poll() is not None:
                         raise

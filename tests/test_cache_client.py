@@ -431,3 +431,86 @@ def test_server_restarted_while_idle_costs_no_error(kind: str, tmp_path: Path,
     assert client.set("k4", 4) and client.get("k4") == 4
     stats = next(iter(client.stats().values()))
     assert stats["errors"] == 0 and not stats["down"]
+
+
+def test_unix_sockets_passwords_acl_users_and_hash_tags(tmp_path: Path,
+                                                        cleanup: contextlib.ExitStack) -> None:
+    import shutil
+    import subprocess
+
+    from servers import MEMCACHED, REDIS_SERVER
+
+    # memcached and redis on unix sockets; a redis with a password, one with an ACL user
+    mc_sock, rd_sock = tmp_path / "mc.sock", tmp_path / "rd.sock"
+    procs = [
+        subprocess.Popen([MEMCACHED, "-s", str(mc_sock), "-u",  # (it must reach tmp_path)
+                          "root" if os.geteuid() == 0 else os.environ.get("USER", "root")],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+        subprocess.Popen([REDIS_SERVER, "--port", "0", "--unixsocket", str(rd_sock),
+                          "--save", "", "--dir", str(tmp_path)],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+    ]
+    for p in procs:
+        cleanup.callback(lambda p=p: (p.terminate(), p.wait(10)))
+    pw = RedisServer(tmp_path, "--save", "", "--requirepass", "s3cret")
+    cleanup.callback(pw.stop)
+    acl = RedisServer(tmp_path, "--save", "", "--user", "default", "off",
+                      "--user", "alice", "on", ">wonder", "~app:*", "+@all")
+    cleanup.callback(acl.stop)
+    deadline = time.monotonic() + 10
+    while not (mc_sock.exists() and rd_sock.exists()):
+        assert time.monotonic() < deadline, "the unix-socket servers did not start"
+        time.sleep(0.02)
+    assert shutil.which("redis-server")
+    urls = [f"unix://{mc_sock}"]
+    with cleanup.enter_context(CacheClient(urls)) as c:
+        assert c.set("k", b"over a unix socket") and c.get("k") == b"over a unix socket"
+        assert c.get_many(["k", "absent"]) == {"k": b"over a unix socket"}
+    with cleanup.enter_context(CacheClient([f"redis+unix://{rd_sock}?db=3"])) as c:
+        assert c.set("k", "unix redis db 3") and c.get("k") == "unix redis db 3"
+        assert c.get_many(["k"]) == {"k": "unix redis db 3"}
+    raw = redis.Redis(unix_socket_path=str(rd_sock), db=3)
+    assert raw.exists("k") == 1
+    raw.close()
+    port = pw.url.rsplit(":", 1)[1].split("/")[0]
+    with cleanup.enter_context(CacheClient([f"redis://:s3cret@127.0.0.1:{port}/0"])) as c:
+        assert c.set("k", 1) and c.get("k") == 1 and c.get_many(["k"]) == {"k": 1}
+    wrong = cleanup.enter_context(CacheClient([f"redis://:nope@127.0.0.1:{port}/0"]))
+    with pytest.raises(ServerUnavailable, match="(?i)auth|password"):
+        wrong.get("k")
+    port = acl.url.rsplit(":", 1)[1].split("/")[0]
+    with cleanup.enter_context(
+            CacheClient([f"redis://alice:wonder@127.0.0.1:{port}/0"], key_prefix="app:")) as c:
+        assert c.set("k", "acl") and c.get("k") == "acl" and c.get_many(["k"]) == {"k": "acl"}
+    # hash tags: every key with the same {tag} lands on one server
+    with CacheClient(["memcached://127.0.0.1:1", "memcached://127.0.0.1:2",
+                      "memcached://127.0.0.1:3"], hash_tags=True) as c:
+        assert len({c.server_for(f"user:{{42}}:{part}") for part in "abcdefgh"}) == 1
+        assert len({c.server_for(f"user:{i}") for i in range(50)}) == 3
+
+
+def test_on_op_hook_and_stats(memcached_urls: list[str]) -> None:
+    seen: list[tuple[str, str, int, float, str | None]] = []
+
+    def hook(server: str, op: str, keys: int, seconds: float,
+             error: BaseException | None) -> None:
+        seen.append((server, op, keys, seconds, type(error).__name__ if error else None))
+        if op == "delete":
+            raise RuntimeError("a broken exporter must not break the cache")
+
+    with CacheClient(memcached_urls, on_op=hook, key_prefix=f"o{uuid.uuid4().hex[:8]}:") as c:
+        c.set("a", 1)
+        c.get("a")
+        c.get("absent")
+        c.delete("a")  # the hook raises: logged, not raised
+        c.get_many([f"k{i}" for i in range(40)])
+        stats = c.stats()
+    ops = [op for _, op, _, _, _ in seen]
+    assert ops[:4] == ["set", "get", "get", "delete"] and ops.count("get_many") >= 2
+    assert all(seconds >= 0 and err is None for _, _, _, seconds, err in seen)
+    assert sum(k for _, op, k, _, _ in seen if op == "get_many") == 40
+    assert sum(s["hits"] for s in stats.values()) >= 2
+    assert sum(s["misses"] for s in stats.values()) >= 41
+    assert all(s["errors"] == 0 and not s["down"] for s in stats.values())
+    with pytest.raises(ConfigError, match="on_op must be callable"):
+        CacheClient(memcached_urls, on_op=5)  # type: ignore[arg-type]

@@ -476,7 +476,7 @@ def test_unix_sockets_passwords_acl_users_and_hash_tags(tmp_path: Path,
     with cleanup.enter_context(CacheClient([f"redis://:s3cret@127.0.0.1:{port}/0"])) as c:
         assert c.set("k", 1) and c.get("k") == 1 and c.get_many(["k"]) == {"k": 1}
     wrong = cleanup.enter_context(CacheClient([f"redis://:nope@127.0.0.1:{port}/0"]))
-    with pytest.raises(ServerUnavailable, match="(?i)auth|password"):
+    with pytest.raises(ServerUnavailable, match=r"(?i)auth|password"):
         wrong.get("k")
     port = acl.url.rsplit(":", 1)[1].split("/")[0]
     with cleanup.enter_context(

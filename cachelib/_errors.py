@@ -12,6 +12,7 @@ __all__ = (
     "InvalidKeyError",
     "KeyTypeError",
     "SerializationError",
+    "ServerRefusedError",
     "ServerUnavailable",
     "SignatureError",
     "ValueTooLargeError",
@@ -78,3 +79,8 @@ class ServerUnavailable(CacheError, ConnectionError):  # noqa: N818 (the name sa
 
     def __reduce__(self) -> tuple[type[ServerUnavailable], tuple[str, str]]:
         return (type(self), (self.server, str(self)))
+
+
+class ServerRefusedError(CacheError):
+    """The server answered but refused the request (memcached ``SERVER_ERROR`` /
+    ``CLIENT_ERROR``, e.g. out of memory): the server is up and stays in use."""

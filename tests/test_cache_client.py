@@ -514,3 +514,18 @@ def test_on_op_hook_and_stats(memcached_urls: list[str]) -> None:
     assert all(s["errors"] == 0 and not s["down"] for s in stats.values())
     with pytest.raises(ConfigError, match="on_op must be callable"):
         CacheClient(memcached_urls, on_op=5)  # type: ignore[arg-type]
+
+
+def test_memcached_refusing_a_value_is_not_a_dead_server(cleanup: contextlib.ExitStack) -> None:
+    # a memcached with a 64 KiB item size refuses a 100 KiB value: an error for that
+    # call, while the server stays up (not marked down, no hint, next calls work)
+    from cachelib import MemcachedBackend, ServerRefusedError
+
+    server = MemcachedServer("-I", "64k", "-o", "slab_chunk_max=32768")
+    cleanup.callback(server.stop)
+    backend = MemcachedBackend(server.url)  # its own max_value: 1 MiB, larger than -I
+    client = cleanup.enter_context(CacheClient([backend], compress_threshold=None))
+    with pytest.raises(ServerRefusedError, match="refused set"):
+        client.set("big", os.urandom(100_000))
+    assert client.set("small", b"ok") and client.get("small") == b"ok"
+    assert not client.stats()[backend.name]["down"] and backend.pending_hints == 0

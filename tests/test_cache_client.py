@@ -529,3 +529,41 @@ def test_memcached_refusing_a_value_is_not_a_dead_server(cleanup: contextlib.Exi
         client.set("big", os.urandom(100_000))
     assert client.set("small", b"ok") and client.get("small") == b"ok"
     assert not client.stats()[backend.name]["down"] and backend.pending_hints == 0
+
+
+def test_rediss_tls(tmp_path: Path, cleanup: contextlib.ExitStack) -> None:
+    import subprocess
+
+    from servers import REDIS_SERVER, free_port
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+                    str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    port = free_port()
+    proc = subprocess.Popen(
+        [REDIS_SERVER, "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
+         "--tls-cert-file", str(cert), "--tls-key-file", str(key), "--tls-ca-cert-file",
+         str(cert), "--tls-auth-clients", "no", "--save", "", "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cleanup.callback(lambda: (proc.terminate(), proc.wait(10)))
+    url = f"rediss://127.0.0.1:{port}/0?ssl_ca_certs={cert}"
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            probe = redis.Redis.from_url(url)
+            probe.ping()
+            probe.close()
+            break
+        except redis.ConnectionError:
+            assert time.monotonic() < deadline, "the TLS redis-server did not start"
+            time.sleep(0.05)
+    client = cleanup.enter_context(CacheClient([url]))
+    assert client.set("k", {"over": "TLS"}) and client.get("k") == {"over": "TLS"}
+    assert client.set_many({f"m{i}": i for i in range(30)}) == []
+    assert client.get_many([f"m{i}" for i in range(30)]) == {f"m{i}": i for i in range(30)}
+    plain = cleanup.enter_context(CacheClient([f"redis://127.0.0.1:{port}/0"],
+                                              timeout=0.3))
+    with pytest.raises(ServerUnavailable):  # no TLS: the server drops the connection
+        plain.get("k")

@@ -14,6 +14,7 @@ import collections
 import contextlib
 import logging
 import os
+import re
 import select
 import socket
 import struct
@@ -648,39 +649,42 @@ def _read_line(sock: socket.socket) -> bytes:
     return buf[:-2]
 
 
+_VALUE = re.compile(rb"VALUE (\S+) (\d+) (\d+)\r\n")
+
+
 def _read_values(sock: socket.socket) -> dict[bytes, tuple[bytes, int]]:
     """The ``VALUE key flags size`` items of a memcached ``get`` reply, up to ``END``,
-    parsed in one loop over a growing buffer (no call per line)."""
+    parsed in one loop over a growing buffer (one regex match per item)."""
     out: dict[bytes, tuple[bytes, int]] = {}
     recv = sock.recv
+    match = _VALUE.match
     buf = recv(262144)
     pos = 0
     while True:
-        end = buf.find(b"\r\n", pos)
-        if end < 0:
-            chunk = recv(262144)
+        m = match(buf, pos)
+        if m is None:
+            if buf.startswith(b"END\r\n", pos):
+                if pos + 5 != len(buf):
+                    raise OSError("unexpected bytes after END in a get reply")
+                return out
+            if buf.find(b"\r\n", pos) >= 0 and not buf.startswith(b"VALUE ", pos):
+                raise OSError(f"unexpected reply to get: {buf[pos:pos + 80]!r}")
+            chunk = recv(262144)  # the header is not complete yet
             if not chunk:
                 raise ConnectionResetError("the server closed the connection")
             buf = buf[pos:] + chunk
             pos = 0
             continue
-        if buf.startswith(b"END", pos) and end == pos + 3:
-            if end + 2 != len(buf):
-                raise OSError("unexpected bytes after END in a get reply")
-            return out
-        parts = buf[pos:end].split()
-        if len(parts) < 4 or parts[0] != b"VALUE":
-            raise OSError(f"unexpected reply to get: {buf[pos:end][:80]!r}")
-        size = int(parts[3])
-        start = end + 2
-        stop = start + size
-        while len(buf) < stop + 2:
-            chunk = recv(max(262144, stop + 2 - len(buf)))
+        key, flags, size = m.groups()
+        start = m.end()
+        stop = start + int(size)
+        pos = stop + 2
+        while len(buf) < pos:
+            chunk = recv(max(262144, pos - len(buf)))
             if not chunk:
                 raise ConnectionResetError("the server closed the connection")
             buf += chunk
-        out[parts[1]] = (buf[start:stop], int(parts[2]))
-        pos = stop + 2
+        out[key] = (buf[start:stop], int(flags))
 
 
 class _Reader:

@@ -31,27 +31,52 @@ from ._errors import (
 )
 from ._keys import KeyCodec
 from ._memory import MemoryBackend
+from ._policies import CachedStore, cached
+from ._stores import ABSENT, SQLAlchemyStore, SQLiteStore, Store, StoreError
 from ._values import Serializer
+from ._writeback import (
+    NOT_PENDING,
+    TOMBSTONE,
+    JournalCorruptError,
+    JournalLockedError,
+    QueueClosedError,
+    QueueFullError,
+    WriteBackQueue,
+)
 
 __version__ = "0.1.0"
 
 __all__ = (
+    "ABSENT",
+    "NOT_PENDING",
+    "TOMBSTONE",
     "CacheClient",
     "CacheError",
+    "CachedStore",
     "ConfigError",
     "InvalidKeyError",
+    "JournalCorruptError",
+    "JournalLockedError",
     "KeyCodec",
     "KeyTypeError",
     "MemcachedBackend",
     "MemoryBackend",
+    "QueueClosedError",
+    "QueueFullError",
     "RedisBackend",
+    "SQLAlchemyStore",
+    "SQLiteStore",
     "SerializationError",
     "Serializer",
     "ServerRefusedError",
     "ServerStats",
     "ServerUnavailable",
     "SignatureError",
+    "Store",
+    "StoreError",
     "ValueTooLargeError",
     "ValueTypeError",
+    "WriteBackQueue",
     "__version__",
+    "cached",
 )

@@ -157,6 +157,22 @@ def _is_timeout(exc: BaseException) -> bool:
     return False
 
 
+def _stale_error(exc: BaseException) -> bool:
+    """A connection the server closed while it sat in the pool (it restarted, or
+    dropped an idle client): not a timeout, not a refused connection."""
+    if _is_timeout(exc) or isinstance(exc, ConnectionRefusedError):
+        return False
+    seen: BaseException | None = exc
+    for _ in range(4):
+        if seen is None:
+            return False
+        if isinstance(seen, (ConnectionResetError, BrokenPipeError, EOFError)) or \
+                type(seen).__name__ == "MemcacheUnexpectedCloseError":
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 def _readable(sock: socket.socket) -> bool:
     """Whether an idle connection has something to read: for us, only EOF or a reset."""
     try:
@@ -937,21 +953,28 @@ class RedisBackend(_Backend):
         if self.breaker.down_until or self._hints_pending:
             self.check()
         started = _perf_counter()
-        conn = None
-        try:
-            conn = self._raw_acquire()
-            sock: Any = conn._sock
-            sock.sendall(request)
-            reply = _read_resp_one(sock)
-        except ServerRefusedError:
+        # no poll per call: a connection the server closed meanwhile fails at once
+        # (reset / EOF), and GET and SET are safe to send again on a fresh one
+        for attempt in (0, 1):
+            conn = None
+            try:
+                conn = self._raw_acquire(poll=attempt == 1)
+                sock: Any = conn._sock
+                sock.sendall(request)
+                reply = _read_resp_one(sock)
+            except ServerRefusedError:
+                self._raw_release(conn, True)
+                raise
+            except Exception as exc:
+                if conn is not None:
+                    self._raw_release(conn, False)
+                if attempt == 0 and _stale_error(exc):
+                    self._drop_idle()
+                    continue
+                raise self.failed(exc, what) from exc
             self._raw_release(conn, True)
-            raise
-        except Exception as exc:
-            if conn is not None:
-                self._raw_release(conn, False)
-            raise self.failed(exc, what) from exc
-        self._raw_release(conn, True)
-        return reply, started
+            return reply, started
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def add(self, key: bytes, payload: bytes, flags: int, ttl: int) -> bool:
         stored, started = self._call("add", self._client.set, key, _pack(payload, flags),
@@ -1011,7 +1034,7 @@ class RedisBackend(_Backend):
     def _after_fork_in_child(self) -> None:
         self._raw_idle = collections.deque()  # the parent's sockets: never touched here
 
-    def _raw_acquire(self) -> Any:
+    def _raw_acquire(self, poll: bool = True) -> Any:
         while True:
             try:
                 conn = self._raw_idle.pop()
@@ -1019,7 +1042,7 @@ class RedisBackend(_Backend):
                 conn = self._pool.make_connection()
                 conn.connect()  # type: ignore[no-untyped-call]
                 return conn
-            if conn._sock is not None and not _readable(conn._sock):
+            if conn._sock is not None and not (poll and _readable(conn._sock)):
                 return conn
             self._raw_release(conn, False)  # closed by the server meanwhile
 

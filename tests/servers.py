@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import glob
 import os
+import pwd
 import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -147,3 +151,107 @@ class MemcachedServer:
             os.kill(self.proc.pid, signal.SIGCONT)
             os.kill(self.proc.pid, signal.SIGTERM)
             self.proc.wait(timeout=10)
+
+
+def _postgres_binary(name: str) -> str:
+    """``name`` on PATH, else in Debian's /usr/lib/postgresql/<version>/bin (newest)."""
+    found = shutil.which(name)
+    if found:
+        return found
+    found_in = [p for p in glob.glob(f"/usr/lib/postgresql/*/bin/{name}")
+                if Path(p).parts[4].isdigit()]
+    found_in.sort(key=lambda p: int(Path(p).parts[4]))
+    return found_in[-1] if found_in else f"/usr/local/bin/{name}"
+
+
+INITDB = _postgres_binary("initdb")
+POSTGRES = _postgres_binary("postgres")
+
+
+class PostgresServer:
+    """A PostgreSQL cluster of our own: ``initdb`` in a fresh directory under /tmp, then
+    ``postgres`` on a free loopback port (trust auth), stopped by PID.
+
+    PostgreSQL refuses to run as root: as root, initdb and the server run as the
+    ``postgres`` user (set by ``subprocess``, like ``runuser -u postgres``, so the PID
+    we hold is the postmaster's), in a directory chowned to it. Never the machine's
+    shared server. Connect with :attr:`url` (SQLAlchemy + psycopg) or :attr:`conninfo`.
+    """
+
+    def __init__(self) -> None:
+        for binary in (INITDB, POSTGRES):
+            assert os.path.exists(binary), \
+                f"{binary} is required (CI installs PostgreSQL); these tests do not skip"
+        self.port = free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="shardkit-pg-"))
+        self.data = self.dir / "data"
+        self.log = self.dir / "server.log"
+        self.url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+        self.conninfo = f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._as_postgres: dict[str, Any] = {}
+        if os.geteuid() == 0:
+            pw = pwd.getpwnam("postgres")
+            os.chown(self.dir, pw.pw_uid, pw.pw_gid)
+            self._as_postgres = {"user": pw.pw_uid, "group": pw.pw_gid, "extra_groups": []}
+        try:
+            done = subprocess.run(
+                [INITDB, "-D", str(self.data), "-A", "trust", "-U", "postgres", "-E", "UTF8",
+                 "--locale=C", "--no-sync"],
+                cwd=self.dir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=120,
+                check=False, **self._as_postgres,
+            )
+            if done.returncode != 0:
+                raise RuntimeError(f"initdb failed:\n{done.stdout.decode(errors='replace')}")
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+
+    def start(self) -> None:
+        """Start (or restart, after :meth:`kill`, with crash recovery) on the same port;
+        wait until it accepts connections."""
+        import psycopg
+
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                [POSTGRES, "-D", str(self.data), "-p", str(self.port),
+                 "-c", "listen_addresses=127.0.0.1",
+                 "-c", f"unix_socket_directories={self.dir}",
+                 "-c", "fsync=off",  # we never crash the OS; killed processes lose nothing
+                 "-c", "max_connections=40", "-c", "shared_buffers=16MB"],
+                cwd=self.dir, stdout=log, stderr=subprocess.STDOUT, **self._as_postgres,
+            )
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                psycopg.connect(self.conninfo, connect_timeout=2).close()
+                return
+            except psycopg.OperationalError:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    raise RuntimeError(
+                        f"postgres did not start on port {self.port}:\n{self.log.read_text()}"
+                    ) from None
+                time.sleep(0.05)
+
+    def kill(self) -> None:
+        """Immediate shutdown by PID (SIGQUIT, what ``pg_ctl stop -m immediate`` sends):
+        the postmaster and its backends exit at once, without a checkpoint."""
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGQUIT)
+        self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        """Fast shutdown by PID (SIGINT): clients are disconnected, data is checkpointed."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGINT)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+
+    def close(self) -> None:
+        """Stop the server and remove its directory."""
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)

@@ -220,3 +220,35 @@ def test_no_stale_reads_after_cache_servers_return(kind: str, policy: str, tmp_p
         stale = [k for k in keys if cs.get(k) != f"v1:{k}"]
         assert stale == []
         assert all(store.get(k) == f"v1:{k}" for k in keys)
+
+
+def test_write_back_loses_nothing_through_a_postgres_outage() -> None:
+    # our own PostgreSQL server (never the shared one), killed while writes keep coming
+    from servers import PostgresServer
+
+    from cachelib._stores import SQLAlchemyStore
+
+    server = PostgresServer()
+    try:
+        store = SQLAlchemyStore(server.url, table="wb_outage")
+        cs = CachedStore(CacheClient(), store, policy="write-back",
+                         writeback={"max_delay": 0.01, "backoff": 0.02, "max_backoff": 0.1})
+        latest: dict[str, int] = {}
+        for i in range(300):
+            cs.put(f"k{i % 50}", i)
+            latest[f"k{i % 50}"] = i
+        assert cs.flush(5.0)
+        server.kill()  # the store goes away: writes are acknowledged and kept queued
+        for i in range(300, 600):
+            cs.put(f"k{i % 80}", i)
+            latest[f"k{i % 80}"] = i
+        assert all(cs.get(k) == v for k, v in latest.items())  # reads stay consistent
+        time.sleep(0.3)
+        assert cs.stats()["writeback"]["failures"] >= 1
+        server.start()
+        assert cs.flush(20.0)
+        assert cs.close(10.0) == []
+        assert store.get_many(list(latest)) == latest  # every acknowledged write
+        store.close()
+    finally:
+        server.close()

@@ -128,7 +128,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--json", metavar="PATH")
     args = ap.parse_args()
-    ops = 20_000 if args.quick else 100_000
+    ops = 10_000 if args.quick else 50_000
     env = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
            "python": f"{platform.python_implementation()} {platform.python_version()}",
            "cpu": cpu_model(), "cores": os.cpu_count(), "load": os.getloadavg(),

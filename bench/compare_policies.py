@@ -114,10 +114,19 @@ def run(kind: str, url: str, folder: Path, ops: int) -> list[dict[str, Any]]:
             put = cs.put
             for k in keys:
                 put(k, VALUE)
+
+        def sets() -> None:
+            for k in keys:
+                client.set(k, VALUE)
+        # paired with a plain cache-set pass right before it, so that the difference is
+        # not a drift of this shared machine between rows
+        _, set_cpu = timed(sets)
         wall, cpu = timed(writes)
         cs.close()
         written = store.stats()["rows_written"]
-        extra = {"saved": 1 - written / ops} if policy == "write-back" else {}
+        extra: dict[str, Any] = {"over_set_us": (cpu - set_cpu) / ops * 1e6}
+        if policy == "write-back":
+            extra["saved"] = 1 - written / ops
         row(label, wall, cpu, written, extra)
         store.close()
     return rows
@@ -159,29 +168,31 @@ def markdown(rows: list[dict[str, Any]], env: dict[str, Any], ops: int, quick: b
     targets = []
     for kind in ("memcached", "redis"):
         r = {x["row"]: x for x in rows if x["cache"] == kind}
-        base = r["cachelib set only (no store)"]["cpu_us"]
         wb = r["write-back, 50 ms"]
         jr = r["write-back, 50 ms, journal"]
         targets += [
-            (f"{kind}: write-back buffering <= 5 µs per write over the cache write",
-             f"{wb['cpu_us'] - base:.1f} µs", wb["cpu_us"] - base <= 5),
+            (f"{kind}: write-back buffering <= 5 µs per write over the cache write "
+             "(paired pass)", f"{wb['over_set_us']:.1f} µs", wb["over_set_us"] <= 5),
             (f"{kind}: coalescing saves >= 50 % of store writes at 50 ms",
              f"{wb['saved'] * 100:.1f} %", wb["saved"] >= 0.5),
-            (f"{kind}: journal <= 10 µs per write", f"{jr['cpu_us'] - wb['cpu_us']:.1f} µs",
-             jr["cpu_us"] - wb["cpu_us"] <= 10),
+            (f"{kind}: journal <= 10 µs per write (paired passes)",
+             f"{jr['over_set_us'] - wb['over_set_us']:.1f} µs",
+             jr["over_set_us"] - wb["over_set_us"] <= 10),
         ]
     out += ["### Targets (issue 6)", "", "| target | measured | met |", "| --- | --- | --- |",
             *(f"| {a} | {b} | {'met' if ok else 'NOT met'} |" for a, b, ok in targets), ""]
     for kind in ("memcached", "redis"):
-        out += [f"### {kind}", "", "| row | writes/s | client CPU µs/write | store rows "
-                "written | store writes saved |", "| --- | --- | --- | --- | --- |"]
+        out += [f"### {kind}", "", "| row | writes/s | client CPU µs/write | over a paired "
+                "cache-set pass | store rows written | store writes saved |",
+                "| --- | --- | --- | --- | --- | --- |"]
         for x in rows:
             if x["cache"] != kind:
                 continue
             saved = f"{x['saved'] * 100:.1f} %" if "saved" in x else "-"
             sr = f"{x['store_rows']:,}" if x["store_rows"] is not None else "-"
+            over = f"{x['over_set_us']:+.1f} µs" if "over_set_us" in x else "-"
             out.append(f"| {x['row']} | {x['writes_per_s']:,.0f} | {num(x['cpu_us'])} | "
-                       f"{sr} | {saved} |")
+                       f"{over} | {sr} | {saved} |")
         out.append("")
     return "\n".join(out)
 

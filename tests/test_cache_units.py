@@ -311,7 +311,7 @@ def test_key_rules_match_a_plain_reference(key: str | bytes, prefix: bytes) -> N
 def json_impl(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Run a test with orjson and with the stdlib fallback."""
     if request.param == "orjson":
-        pytest.importorskip("orjson")
+        assert _values.orjson is not None, "orjson is a test dependency: it must be installed"
         monkeypatch.setattr(_values, "_JSON", _values._JSON)
     else:
         monkeypatch.setattr(_values, "_JSON", _values._STDLIB_JSON)
@@ -438,10 +438,8 @@ def test_str_flags_never_say_pickle(text: str) -> None:
 
 
 def test_pymemcache_reads_our_bytes_int_and_str() -> None:
-    serde = pytest.importorskip("pymemcache.serde")
-    deserialize = getattr(serde, "python_memcache_deserializer", None)
-    if deserialize is None:
-        pytest.skip("pymemcache.serde has no python_memcache_deserializer")
+    from pymemcache.serde import CompressedSerde
+    from pymemcache.serde import python_memcache_deserializer as deserialize
     s = Serializer(compress_threshold=None)
     values: list[tuple[Any, int]] = [
         (b"", 0),
@@ -459,13 +457,11 @@ def test_pymemcache_reads_our_bytes_int_and_str() -> None:
         back = deserialize(b"key", payload, flags)
         assert back == value and type(back) is type(value)
     # pymemcache's compressing serde reads our compressed bytes and str too
-    compressed_serde = getattr(serde, "CompressedSerde", None)
-    if compressed_serde is not None:
-        squeezing = Serializer(compress_threshold=0)
-        for value in (b"a" * 5000, "é" * 5000):
-            payload, flags = squeezing.dumps(value)
-            assert flags & FLAG_COMPRESSED
-            assert compressed_serde().deserialize(b"key", payload, flags) == value
+    squeezing = Serializer(compress_threshold=0)
+    for value in (b"a" * 5000, "é" * 5000):
+        payload, flags = squeezing.dumps(value)
+        assert flags & FLAG_COMPRESSED
+        assert CompressedSerde().deserialize(b"key", payload, flags) == value
 
 
 def test_native_payloads_are_plain() -> None:
@@ -583,7 +579,7 @@ def test_recursive_value_is_refused(json_impl: str) -> None:
 
 
 def test_json_implementations_read_each_other(monkeypatch: pytest.MonkeyPatch) -> None:
-    pytest.importorskip("orjson")
+    assert _values.orjson is not None, "orjson is a test dependency: it must be installed"
     value = {"a": [1, 2.5, "é", None, True], "b": {"c": [2**63]}}
     fast = Serializer()
     monkeypatch.setattr(_values, "_JSON", _values._STDLIB_JSON)

@@ -21,8 +21,9 @@ import struct
 import threading
 import time
 import urllib.parse
-import weakref
 from typing import Any
+
+from fastcore._forks import ForkAware
 
 from ._errors import CacheError, ConfigError, ServerRefusedError, ServerUnavailable
 
@@ -192,19 +193,7 @@ def kernel_timeouts(sock: socket.socket, seconds: float) -> None:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, tv)
 
 
-_FORK_AWARE: weakref.WeakSet[Any] = weakref.WeakSet()
-
-
-def _after_fork_in_child() -> None:
-    for backend in list(_FORK_AWARE):
-        backend._after_fork_in_child()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-class _Backend:
+class _Backend(ForkAware):
     """What the two server backends share: naming, stats, breaker, error handling."""
 
     name: str
@@ -373,7 +362,7 @@ class MemcachedBackend(_Backend):
         self._max_idle = max_idle
         self._idle: collections.deque[Any] = collections.deque()  # pop/append: atomic
         self._pid = os.getpid()
-        _FORK_AWARE.add(self)
+        self._register_fork_hook()
 
     def _after_fork_in_child(self) -> None:
         # the idle connections are the parent's: forget them (closing is the parent's job)
@@ -904,7 +893,7 @@ class RedisBackend(_Backend):
         # owned here, outside redis-py's pool (whose checkout polls the socket each time)
         self._raw_idle: collections.deque[Any] = collections.deque()
         self._max_idle = 16
-        _FORK_AWARE.add(self)
+        self._register_fork_hook()
         self._response_error = redis.ResponseError
         self._incr = self._client.register_script(_INCR)
         self._decr = self._client.register_script(_DECR)

@@ -29,9 +29,10 @@ import os
 import re
 import sqlite3
 import threading
-import weakref
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
+
+from fastcore._forks import ForkAware
 
 from ._errors import CacheError, ConfigError, InvalidKeyError, KeyTypeError
 from ._values import Serializer
@@ -257,34 +258,7 @@ def _keys_text(n: int) -> str:
 
 # --- what both stores share: counters, closing, fork hooks -----------------------------------
 
-_FORK_AWARE: weakref.WeakSet[_StoreBase] = weakref.WeakSet()
-_FORKING: list[_StoreBase] = []
-
-
-def _before_fork() -> None:
-    _FORKING[:] = list(_FORK_AWARE)
-    for store in _FORKING:
-        store._before_fork()
-
-
-def _after_fork_in_parent() -> None:
-    for store in _FORKING:
-        store._after_fork_in_parent()
-    _FORKING.clear()
-
-
-def _after_fork_in_child() -> None:
-    _FORKING.clear()
-    for store in list(_FORK_AWARE):
-        store._after_fork_in_child()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
-                        after_in_child=_after_fork_in_child)
-
-
-class _StoreBase:
+class _StoreBase(ForkAware):
     """Counters, the closed flag, the context manager and the fork hooks."""
 
     _serializer: Serializer
@@ -342,15 +316,6 @@ class _StoreBase:
         return {key: found[key] for key in keys if key in found}
 
     # fork handling
-
-    def _register_fork_hook(self) -> None:
-        _FORK_AWARE.add(self)
-
-    def _before_fork(self) -> None:
-        """Called in the parent just before fork()."""
-
-    def _after_fork_in_parent(self) -> None:
-        """Called in the parent just after fork()."""
 
     def _after_fork_in_child(self) -> None:
         # another thread may have held it at the fork: it would never be released

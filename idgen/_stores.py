@@ -17,8 +17,9 @@ import os
 import re
 import sqlite3
 import threading
-import weakref
 from typing import TYPE_CHECKING, Protocol
+
+from fastcore._forks import ForkAware
 
 from ._errors import ConfigError, IdGenError, IdSpaceExhausted
 
@@ -102,51 +103,6 @@ def _exhausted(name: str, size: int) -> IdSpaceExhausted:
     )
 
 
-_FORK_AWARE: weakref.WeakSet[_ForkAware] = weakref.WeakSet()
-
-
-class _ForkAware:
-    """Stores whose connections must not be shared with a forked child."""
-
-    def _register_fork_hook(self) -> None:
-        _FORK_AWARE.add(self)
-
-    def _before_fork(self) -> None:
-        """Called in the parent just before fork()."""
-
-    def _after_fork_in_parent(self) -> None:
-        """Called in the parent just after fork()."""
-
-    def _after_fork_in_child(self) -> None:  # pragma: no cover - overridden
-        raise NotImplementedError
-
-
-_FORKING: list[_ForkAware] = []
-
-
-def _before_fork() -> None:
-    _FORKING[:] = list(_FORK_AWARE)
-    for store in _FORKING:
-        store._before_fork()
-
-
-def _after_fork_in_parent() -> None:
-    for store in _FORKING:
-        store._after_fork_in_parent()
-    _FORKING.clear()
-
-
-def _after_fork_in_child() -> None:
-    _FORKING.clear()
-    for store in list(_FORK_AWARE):
-        store._after_fork_in_child()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
-                        after_in_child=_after_fork_in_child)
-
-
 # --- SQLite ---------------------------------------------------------------------------------
 
 #: Connections inherited through fork(): kept referenced in the child so that they are
@@ -154,7 +110,7 @@ if hasattr(os, "register_at_fork"):
 _INHERITED_SQLITE: list[sqlite3.Connection] = []
 
 
-class SQLiteStore(_ForkAware):
+class SQLiteStore(ForkAware):
     """Range store in an SQLite file: the embedded default, safe across processes on one host.
 
     The file holds one table ``(name TEXT PRIMARY KEY, next INTEGER)``; ``next`` is the
@@ -302,7 +258,7 @@ class SQLiteStore(_ForkAware):
 # --- Redis ----------------------------------------------------------------------------------
 
 
-class RedisStore(_ForkAware):
+class RedisStore(ForkAware):
     """Range store in Redis: ``INCRBY`` on one key per sequence, for many hosts.
 
     The key ``prefix + name`` holds the last ID handed out; ``INCRBY key size`` returns
@@ -417,7 +373,7 @@ class RedisStore(_ForkAware):
 # --- SQLAlchemy -----------------------------------------------------------------------------
 
 
-class SQLAlchemyStore(_ForkAware):
+class SQLAlchemyStore(ForkAware):
     """Range store in an SQL database through SQLAlchemy Core (PostgreSQL, MySQL, ...).
 
     One table ``(name VARCHAR(255) PRIMARY KEY, next BIGINT)``, created if missing;

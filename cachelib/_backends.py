@@ -402,13 +402,6 @@ class MemcachedBackend(_Backend):
             with contextlib.suppress(Exception):
                 client.close()
 
-    def _stale(self, exc: BaseException) -> bool:
-        # a pooled connection the server closed meanwhile (it restarted, or dropped an
-        # idle client): worth one retry on a fresh connection; not a timeout or a refusal
-        return (not _is_timeout(exc) and not isinstance(exc, ConnectionRefusedError) and \
-            isinstance(exc, (OSError, EOFError))) or type(exc).__name__ in (
-                "MemcacheUnexpectedCloseError",)
-
     def _release(self, client: Any, ok: bool) -> None:
         if ok and len(self._idle) < self._max_idle:
             self._idle.append(client)
@@ -416,27 +409,37 @@ class MemcachedBackend(_Backend):
         with contextlib.suppress(Exception):
             client.close()
 
-    def _call(self, what: str, *args: Any, **kwargs: Any) -> tuple[Any, float]:
-        """pymemcache's method ``what`` on a pooled connection: (result, start time)."""
+    def _with_client(self, what: str, work: Any, retry: bool = True) -> tuple[Any, float]:
+        """``work(client)`` on a pooled connection: (result, start time). A connection
+        the server closed meanwhile gets one retry on a fresh one (if ``retry``)."""
         if self.breaker.down_until or self._hints_pending:
             self.check()
-        started = time.perf_counter()
+        started = _perf_counter()
         client = self._acquire()
         try:
-            result = getattr(client, what)(*args, **kwargs)
+            result = work(client)
+        except ServerRefusedError:
+            self._release(client, True)
+            raise
         except Exception as exc:
             self._release(client, False)
-            if what in ("incr", "decr") or not self._stale(exc):  # not idempotent
+            if not (retry and _stale_error(exc)):
                 raise self.failed(exc, what) from exc
             self._drop_idle()
             client = self._new_client()
             try:
-                result = getattr(client, what)(*args, **kwargs)
+                result = work(client)
             except Exception as exc2:
                 self._release(client, False)
                 raise self.failed(exc2, what) from exc2
         self._release(client, True)
         return result, started
+
+    def _call(self, what: str, *args: Any, **kwargs: Any) -> tuple[Any, float]:
+        """pymemcache's method ``what``: (result, start time); incr / decr are not
+        idempotent, so they are never sent twice."""
+        return self._with_client(what, lambda c: getattr(c, what)(*args, **kwargs),
+                                 retry=what not in ("incr", "decr"))
 
     # single keys ----------------------------------------------------------------------
 
@@ -453,55 +456,12 @@ class MemcachedBackend(_Backend):
         return read(sock)
 
     def _roundtrip(self, what: str, request: bytes, read: Any) -> tuple[Any, float]:
-        if self.breaker.down_until or self._hints_pending:
-            self.check()
-        started = _perf_counter()
-        try:
-            client = self._idle.pop()
-        except IndexError:
-            client = self._new_client()
-        try:
-            reply = self._exchange(client, request, read)
-        except ServerRefusedError:
-            self._release(client, True)
-            raise
-        except Exception as exc:
-            self._release(client, False)
-            if not self._stale(exc):
-                raise self.failed(exc, what) from exc
-            self._drop_idle()  # a connection the server closed: one retry, fresh
-            client = self._new_client()
-            try:
-                reply = self._exchange(client, request, read)
-            except Exception as exc2:
-                self._release(client, False)
-                raise self.failed(exc2, what) from exc2
-        idle = self._idle  # (a retry may have replaced the pool)
-        if len(idle) < self._max_idle:
-            idle.append(client)
-        else:
-            client.close()
-        return reply, started
-
-    def _account(self, op: str, started: float, hit: bool) -> None:
-        elapsed = _perf_counter() - started
-        st = self.stats
-        st.ops += 1
-        st.keys += 1
-        st.latency_s += elapsed
-        if hit:
-            st.hits += 1
-        else:
-            st.misses += 1
-        if self.breaker.down_until:
-            self.breaker.success()
-        if self.on_op is not None:
-            self._hook(op, 1, elapsed, None)
+        return self._with_client(what, lambda c: self._exchange(c, request, read))
 
     def get(self, key: bytes) -> tuple[bytes, int] | None:
         found, started = self._roundtrip("get", b"get " + key + b"\r\n", _read_values)
         value: tuple[bytes, int] | None = found.get(key)
-        self._account("get", started, value is not None)
+        self.done("get", started, 1, value is not None)
         return value
 
     def set(self, key: bytes, payload: bytes, flags: int, ttl: int) -> None:
@@ -509,7 +469,7 @@ class MemcachedBackend(_Backend):
         reply, started = self._roundtrip("set", request, _read_line)
         if reply != b"STORED":
             raise _refused(reply, "set", self.name)
-        self._account("set", started, True)
+        self.done("set", started, 1, 1)
 
     def add(self, key: bytes, payload: bytes, flags: int, ttl: int) -> bool:
         stored, started = self._call("add", key, (payload, flags), expire=ttl, noreply=False)

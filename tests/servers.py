@@ -42,7 +42,32 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class RedisServer:
+class _ServerProcess:
+    """Process control shared by the servers: by PID, never by name."""
+
+    proc: subprocess.Popen[bytes] | None
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def freeze(self) -> None:
+        assert self.proc is not None
+        freeze(self.proc.pid)
+
+    def thaw(self) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGCONT)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGCONT)  # in case a test left it stopped
+            os.kill(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(timeout=10)
+
+
+class RedisServer(_ServerProcess):
     """A redis-server of our own on a free loopback port, stopped by PID."""
 
     def __init__(self, directory: Path, *args: str) -> None:
@@ -77,30 +102,12 @@ class RedisServer:
         finally:
             client.close()
 
-    def kill(self) -> None:
-        assert self.proc is not None
-        os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(timeout=10)
-
-    def freeze(self) -> None:
-        assert self.proc is not None
-        freeze(self.proc.pid)
-
-    def thaw(self) -> None:
-        assert self.proc is not None
-        os.kill(self.proc.pid, signal.SIGCONT)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGCONT)  # in case a test left it stopped
-            os.kill(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(timeout=10)
 
 
 MEMCACHED = shutil.which("memcached") or "/usr/bin/memcached"
 
 
-class MemcachedServer:
+class MemcachedServer(_ServerProcess):
     """A memcached of our own on a free loopback port, stopped by PID."""
 
     def __init__(self, *args: str) -> None:
@@ -133,24 +140,6 @@ class MemcachedServer:
                 raise RuntimeError(f"memcached did not start on port {self.port}")
             time.sleep(0.02)
 
-    def kill(self) -> None:
-        assert self.proc is not None
-        os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(timeout=10)
-
-    def freeze(self) -> None:
-        assert self.proc is not None
-        freeze(self.proc.pid)
-
-    def thaw(self) -> None:
-        assert self.proc is not None
-        os.kill(self.proc.pid, signal.SIGCONT)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGCONT)
-            os.kill(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(timeout=10)
 
 
 def _postgres_binary(name: str) -> str:

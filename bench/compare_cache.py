@@ -103,16 +103,18 @@ class Setup:
             s.stop()
 
 
-class NaiveMemcached:
-    """``crc32(key) % 4`` over 4 pymemcache Clients: what 4 servers cost a client that
-    adds nothing (no checks, no stats, no failure handling)."""
+class NaiveShards:
+    """``crc32(key) % 4`` over 4 single-server clients, get_many one shard after
+    another: what 4 servers cost a client that adds nothing (no checks, no stats, no
+    failure handling) - the research's naive baseline."""
 
-    def __init__(self, hosts: list[str]) -> None:
-        self.shards = [PmClient((h.split(":")[0], int(h.split(":")[1])),
-                                default_noreply=False) for h in hosts]
+    def __init__(self, shards: list[Any], shard_get_many: Callable[[Any, list[str]], Any]
+                 ) -> None:
+        self.shards = shards
+        self._get_many = shard_get_many
 
     def _shard(self, key: str) -> Any:
-        return self.shards[zlib.crc32(key.encode()) % 4]
+        return self.shards[zlib.crc32(key.encode()) % len(self.shards)]
 
     def get(self, key: str) -> Any:
         return self._shard(key).get(key)
@@ -123,11 +125,15 @@ class NaiveMemcached:
     def get_many(self, keys: list[str]) -> dict[str, Any]:
         groups: dict[int, list[str]] = {}
         for k in keys:
-            groups.setdefault(zlib.crc32(k.encode()) % 4, []).append(k)
+            groups.setdefault(zlib.crc32(k.encode()) % len(self.shards), []).append(k)
         out: dict[str, Any] = {}
         for i, ks in groups.items():
-            out.update(self.shards[i].get_many(ks))
+            out.update(self._get_many(self.shards[i], ks))
         return out
+
+
+def _redis_mget(shard: Any, keys: list[str]) -> dict[str, Any]:
+    return {k: v for k, v in zip(keys, shard.mget(keys)) if v is not None}
 
 
 def memcached_clients(st: Setup) -> dict[str, Any]:
@@ -135,7 +141,9 @@ def memcached_clients(st: Setup) -> dict[str, Any]:
     return {
         "cachelib, 4 memcached": cachelib.CacheClient([s.url for s in st.mc]),
         "cachelib, 1 memcached": cachelib.CacheClient([st.mc[0].url]),
-        "naive crc32 % 4 over 4 pymemcache Clients": NaiveMemcached(st.mc_hosts),
+        "naive crc32 % 4 over 4 pymemcache Clients": NaiveShards(
+            [PmClient((h.split(":")[0], int(h.split(":")[1])), default_noreply=False)
+             for h in st.mc_hosts], lambda shard, keys: shard.get_many(keys)),
         "pymemcache Client, 1 memcached (wrapped)": PmClient((host, int(port)),
                                                              default_noreply=False),
         "pymemcache HashClient, 4 memcached": HashClient(
@@ -146,41 +154,14 @@ def memcached_clients(st: Setup) -> dict[str, Any]:
     }
 
 
-class NaiveRedis:
-    """``crc32(key) % 4`` over 4 redis-py clients; get_many = MGET per shard, one after
-    another (the research's naive baseline)."""
-
-    def __init__(self, urls: list[str]) -> None:
-        self.shards = [redis.Redis.from_url(u) for u in urls]
-
-    def _shard(self, key: str) -> Any:
-        return self.shards[zlib.crc32(key.encode()) % 4]
-
-    def get(self, key: str) -> Any:
-        return self._shard(key).get(key)
-
-    def set(self, key: str, value: bytes) -> Any:
-        return self._shard(key).set(key, value)
-
-    def get_many(self, keys: list[str]) -> dict[str, Any]:
-        groups: dict[int, list[str]] = {}
-        for k in keys:
-            groups.setdefault(zlib.crc32(k.encode()) % 4, []).append(k)
-        out = {}
-        for i, ks in groups.items():
-            for k, v in zip(ks, self.shards[i].mget(ks)):
-                if v is not None:
-                    out[k] = v
-        return out
-
-
 def redis_clients(st: Setup) -> dict[str, Any]:
     urls = [s.url for s in st.rd]
     return {
         "cachelib, 4 redis": cachelib.CacheClient(urls),
         "cachelib, 1 redis": cachelib.CacheClient(urls[:1]),
         "redis-py Redis, 1 redis (wrapped)": redis.Redis.from_url(urls[0]),
-        "naive crc32 % 4 over redis-py, 4 redis": NaiveRedis(urls),
+        "naive crc32 % 4 over redis-py, 4 redis": NaiveShards(
+            [redis.Redis.from_url(u) for u in urls], _redis_mget),
     }
 
 
@@ -193,7 +174,7 @@ def op_set(client: Any) -> Callable[[str, bytes], Any]:
 
 
 def op_get_many(name: str, client: Any) -> Callable[[list[str]], Any]:
-    if isinstance(client, (PmClient, HashClient, NaiveMemcached)):
+    if isinstance(client, (PmClient, HashClient, NaiveShards)):
         return client.get_many
     if isinstance(client, pylibmc.Client):
         return client.get_multi

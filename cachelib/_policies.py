@@ -241,15 +241,11 @@ class CachedStore:
         out: dict[str, Any] = {}
         rest = keys
         if self._queue is not None:
-            from ._writeback import NOT_PENDING, TOMBSTONE
+            from ._writeback import TOMBSTONE
 
-            rest = []
-            for k in keys:
-                p = self._queue.pending(k)
-                if p is NOT_PENDING:
-                    rest.append(k)
-                elif p is not TOMBSTONE:
-                    out[k] = p
+            pending = self._queue.pending_many(keys)  # one lock for the whole batch
+            rest = [k for k in keys if k not in pending]
+            out.update((k, v) for k, v in pending.items() if v is not TOMBSTONE)
         try:
             cached_entries = self.cache.get_many(rest)
         except ServerUnavailable:

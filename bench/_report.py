@@ -87,3 +87,25 @@ def versions(packages: Iterable[str]) -> dict[str, str]:
         except importlib.metadata.PackageNotFoundError:
             out[p] = "not installed"
     return out
+
+
+def run_info(watched: Iterable[str]) -> dict[str, object]:
+    """What every RESULTS.md run states: date, interpreter, platform, CPU, load at the
+    start, the commit (and uncommitted files under ``watched``) and fastcore.NATIVE."""
+    import datetime
+    import platform
+
+    import fastcore
+
+    dirty = git("status", "--porcelain", "--", *watched).splitlines()
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "python": f"{platform.python_implementation()} {platform.python_version()}",
+        "platform": platform.platform(),
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "loadavg_start": os.getloadavg(),
+        "shardkit": f"{fastcore.__version__} (git {git('rev-parse', '--short', 'HEAD').strip()}"
+        + (f", uncommitted: {' '.join(ln[3:] for ln in dirty)})" if dirty else ")"),
+        "fastcore.NATIVE": fastcore.NATIVE,
+    }

@@ -29,11 +29,9 @@ from __future__ import annotations
 
 import argparse
 import collections
-import datetime
 import gc
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -44,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import _impls as im
-from _report import cpu_model, find, fingerprint, git, num, ratio, say
+from _report import find, fingerprint, num, ratio, run_info, say
 from _report import versions as package_versions
 
 # --- plan ----------------------------------------------------------------------------
@@ -460,22 +458,11 @@ PACKAGES = ("xxhash", "uhashring", "pylibmc", "pymemcache", "jump-consistent-has
 def environment() -> dict[str, Any]:
     import pylibmc
 
-    import fastcore
 
-    cpu = cpu_model()
     versions = package_versions(PACKAGES)
     versions["libmemcached (in pylibmc)"] = pylibmc.libmemcached_version
-    dirty = git("status", "--porcelain", "--", "fastcore", "setup.py").splitlines()
     return {
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "python": f"{platform.python_implementation()} {platform.python_version()}",
-        "platform": platform.platform(),
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "loadavg_start": os.getloadavg(),
-        "shardkit": f"{fastcore.__version__} (git {git('rev-parse', '--short', 'HEAD').strip()}"
-        + (f", uncommitted: {' '.join(ln[3:] for ln in dirty)})" if dirty else ")"),
-        "fastcore.NATIVE": fastcore.NATIVE,
+        **run_info(("fastcore", "setup.py")),
         "native modules": [fingerprint(m.__file__) for m in (im._ring, im._hash)],
         "versions": versions,
     }

@@ -47,7 +47,6 @@ import itertools
 import json
 import os
 import pickle
-import platform
 import statistics
 import subprocess
 import sys
@@ -61,7 +60,7 @@ from pathlib import Path
 from typing import Any
 
 import _ids_impls as im
-from _report import cpu_model, find, fingerprint, git, num, ratio, say
+from _report import find, fingerprint, num, ratio, run_info, say
 from _report import versions as package_versions
 
 # --- plan ----------------------------------------------------------------------------
@@ -699,25 +698,14 @@ def correctness(plan: Plan) -> dict[str, Any]:
 
 
 def environment() -> dict[str, Any]:
-    import fastcore
     from fastcore import _ids
 
-    cpu = cpu_model()
     versions = package_versions((*im.PEER_PACKAGES, "pytest-benchmark", "Cython"))
     import sonyflake
 
     assert sonyflake.__version__ == versions["sonyflake"], "another package owns sonyflake/"
-    dirty = git("status", "--porcelain", "--", "fastcore", "idgen", "setup.py").splitlines()
     return {
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "python": f"{platform.python_implementation()} {platform.python_version()}",
-        "platform": platform.platform(),
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "loadavg_start": os.getloadavg(),
-        "shardkit": f"{fastcore.__version__} (git {git('rev-parse', '--short', 'HEAD').strip()}"
-        + (f", uncommitted: {' '.join(ln[3:] for ln in dirty)})" if dirty else ")"),
-        "fastcore.NATIVE": fastcore.NATIVE,
+        **run_info(("fastcore", "idgen", "setup.py")),
         "native module": fingerprint(_ids.__file__),
         "versions": versions,
     }

@@ -43,13 +43,11 @@ stays enabled (as in the research runs) and ``gc.collect()`` runs before every t
 from __future__ import annotations
 
 import argparse
-import datetime
 import gc
 import hashlib
 import importlib
 import json
 import os
-import platform
 import random
 import statistics
 import subprocess
@@ -62,7 +60,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from _report import cpu_model, fingerprint, git, num, ratio, say
+from _report import fingerprint, num, ratio, run_info, say
 from _report import versions as package_versions
 
 REPO = Path(__file__).resolve().parents[1]
@@ -502,18 +500,9 @@ class Report:
 def environment() -> dict[str, Any]:
     import fastcore
 
-    dirty = git("status", "--porcelain", "--", "fastcore", "setup.py").splitlines()
     mod = merkle_module("native")
     return {
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "python": f"{platform.python_implementation()} {platform.python_version()}",
-        "platform": platform.platform(),
-        "cpu": cpu_model(),
-        "cores": os.cpu_count(),
-        "loadavg_start": os.getloadavg(),
-        "shardkit": f"{fastcore.__version__} (git {git('rev-parse', '--short', 'HEAD').strip()}"
-        + (f", uncommitted: {' '.join(ln[3:] for ln in dirty)})" if dirty else ")"),
-        "fastcore.NATIVE": fastcore.NATIVE,
+        **run_info(("fastcore", "setup.py")),
         "fastcore.MerkleTree": fastcore.MerkleTree.__module__,
         "native module": fingerprint(str(mod.__file__)),
         "versions": package_versions((*PEER_PACKAGES, "pytest-benchmark", "Cython")),

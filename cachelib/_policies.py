@@ -31,6 +31,9 @@ _CS = TypeVar("_CS", bound="CachedStore")
 # cached absence, so no stored value can pass for "absent".
 _MAGIC = b"\x00SKe1"
 _HEAD = struct.Struct("<5scddI")
+_pack = _HEAD.pack
+_random = random.random
+_time = time.time
 _VALUE, _NEGATIVE = b"V", b"N"
 POLICIES = ("write-through", "write-around", "write-back")
 
@@ -91,6 +94,7 @@ class _Entries:
         self.jitter = jitter
         self.negative_ttl = negative_ttl
         self.beta = beta
+        self._dumps = serializer.dumps
 
     def _ttl(self, base: float) -> int:
         if self.jitter:
@@ -98,9 +102,13 @@ class _Entries:
         return max(1, round(base))
 
     def value(self, v: Any, delta: float) -> tuple[bytes, int]:
-        ttl = self._ttl(self.ttl)
-        payload, flags = self.values.dumps(v)
-        return _HEAD.pack(_MAGIC, _VALUE, time.time() + ttl, delta, flags) + payload, ttl
+        # Inlined (this is on every write): a put costs its cache write plus this.
+        ttl = self.ttl
+        if self.jitter:
+            ttl *= 1.0 + self.jitter * (2.0 * _random() - 1.0)
+        t = int(ttl + 0.5) or 1
+        payload, flags = self._dumps(v)
+        return _pack(_MAGIC, _VALUE, _time() + t, delta, flags) + payload, t
 
     def negative(self, delta: float) -> tuple[bytes, int]:
         ttl = self._ttl(self.negative_ttl)
@@ -290,10 +298,14 @@ class CachedStore:
                 left as it was).
             QueueFullError: write-back: the queue is full (``when_full="block"``).
         """
-        if self.policy == "write-back":
-            self._queue.put(key, value)
+        queue = self._queue
+        if queue is not None:  # write-back
+            queue.put(key, value)
             data, ttl = self._entries.value(value, 0.0)
-            self._cache_set(key, data, ttl)  # a failure: the pending write serves reads
+            try:
+                self.cache.set(key, data, ttl=ttl)
+            except ServerUnavailable as exc:  # the pending write serves reads meanwhile
+                log.warning("cache write failed: %s", exc)
             return
         self.store.put(key, value)  # a failure reaches the caller, the cache untouched
         if self.policy == "write-around":

@@ -396,8 +396,22 @@ class WriteBackQueue:
         if value is NOT_PENDING:
             raise ValueTypeError("NOT_PENDING is a marker, it cannot be stored")
         journal = self._journal
-        record = None if journal is None else journal.encode(_OP_PUT, key, value)
-        self._write(key, value, record)
+        if journal is None:
+            # The common case first, in as few steps as possible: a key already dirty
+            # takes the new value (coalescing); no room check, no new entry.
+            with self._lock:
+                entry = self._dirty.get(key)
+                if entry is not None and not self._closed:
+                    entry.value = value
+                    entry.n += 1
+                    self._unflushed += 1
+                    counts = self._counts
+                    counts["writes"] += 1
+                    counts["coalesced"] += 1
+                    return
+            self._write(key, value, None)
+            return
+        self._write(key, value, journal.encode(_OP_PUT, key, value))
 
     def delete(self, key: str) -> None:
         """Queue a delete of ``key`` (a :data:`TOMBSTONE`); same contract as :meth:`put`."""

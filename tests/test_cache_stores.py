@@ -252,7 +252,7 @@ def test_absent_is_not_none(opener: Opener) -> None:
 # --- batches and keys -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("n", [0, 1, 1200])
+@pytest.mark.parametrize("n", [0, 1, 301, 1201])  # across 300-row upserts, 500-key IN lists
 def test_batches(opener: Opener, n: int) -> None:
     store = opener()
     items = {f"key:{i}": ({"i": i} if i % 3 else i) for i in range(n)}

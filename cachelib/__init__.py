@@ -17,11 +17,13 @@ from __future__ import annotations
 
 from ._backends import MemcachedBackend, RedisBackend, ServerStats
 from ._client import CacheClient
+from ._cluster import RedisClusterBackend
 from ._errors import (
     CacheError,
     ConfigError,
     InvalidKeyError,
     KeyTypeError,
+    QuorumError,
     SerializationError,
     ServerRefusedError,
     ServerUnavailable,
@@ -32,6 +34,8 @@ from ._errors import (
 from ._keys import KeyCodec
 from ._memory import MemoryBackend
 from ._policies import CachedStore, cached
+from ._repair import BackgroundRepair, PairResult, RepairReport, repair
+from ._replicated import ReplicaRange, ReplicatedCacheClient
 from ._stores import ABSENT, SQLAlchemyStore, SQLiteStore, Store, StoreError
 from ._values import Serializer
 from ._writeback import (
@@ -50,6 +54,7 @@ __all__ = (
     "ABSENT",
     "NOT_PENDING",
     "TOMBSTONE",
+    "BackgroundRepair",
     "CacheClient",
     "CacheError",
     "CachedStore",
@@ -61,9 +66,15 @@ __all__ = (
     "KeyTypeError",
     "MemcachedBackend",
     "MemoryBackend",
+    "PairResult",
     "QueueClosedError",
     "QueueFullError",
+    "QuorumError",
     "RedisBackend",
+    "RedisClusterBackend",
+    "RepairReport",
+    "ReplicaRange",
+    "ReplicatedCacheClient",
     "SQLAlchemyStore",
     "SQLiteStore",
     "SerializationError",
@@ -79,4 +90,5 @@ __all__ = (
     "WriteBackQueue",
     "__version__",
     "cached",
+    "repair",
 )

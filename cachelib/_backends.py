@@ -112,7 +112,8 @@ def parse_server(url: str) -> dict[str, Any]:
     """Splits a server URL into its parts.
 
     ``memcached://host:port``, ``redis://[user:password@]host:port/db``, ``rediss://``
-    (TLS), ``unix:///path`` (memcached) or ``redis+unix:///path?db=N``.
+    (TLS), ``unix:///path`` (memcached), ``redis+unix:///path?db=N`` or
+    ``redis+cluster://[user:password@]host:port[,host:port...]`` (a Redis Cluster).
 
     Raises:
         ConfigError: an unknown scheme or a malformed URL.
@@ -121,6 +122,8 @@ def parse_server(url: str) -> dict[str, Any]:
         raise ConfigError(f"a server must be a URL str or a backend, not {type(url).__name__}")
     parts = urllib.parse.urlsplit(url)
     scheme = parts.scheme
+    if scheme == "redis+cluster":  # several host:port: RedisClusterBackend splits them
+        return {"kind": "redis-cluster", "url": url}
     try:
         port = parts.port
     except ValueError as exc:
@@ -137,7 +140,8 @@ def parse_server(url: str) -> dict[str, Any]:
         return {"kind": "redis", "url": url}
     raise ConfigError(
         f"unknown server URL scheme {scheme!r} in {url!r}: use memcached://host:port, "
-        "unix:///path, redis://host:port/db, rediss://host:port/db or redis+unix:///path")
+        "unix:///path, redis://host:port/db, rediss://host:port/db, redis+unix:///path "
+        "or redis+cluster://host:port,host:port")
 
 
 def _reason(exc: BaseException) -> str:
@@ -592,6 +596,147 @@ class MemcachedBackend(_Backend):
 
     def __repr__(self) -> str:
         return f"MemcachedBackend({self.url!r})"
+
+    # listing, for anti-entropy (cachelib._repair) ----------------------------------------
+
+    def scan_digests(self, prefix: bytes = b"", count: int = 1000,
+                     on_bytes: collections.abc.Callable[[int], None] | None = None
+                     ) -> collections.abc.Iterator[tuple[bytes, int]]:
+        """Every key starting with ``prefix`` with the 64-bit digest of its record
+        (:func:`cachelib._repair.record_digest`), for anti-entropy.
+
+        memcached cannot hash on the server: the keys come from ``lru_crawler metadump``
+        (on by default since memcached 1.6; refused when started with ``-X``), and the
+        values are fetched with multi-key ``get`` in batches of ``count`` and
+        digested here. The dump walks the hash table (``metadump hash``, memcached
+        1.6.9+): a walk of the LRU lists (``metadump all``, the fallback for servers
+        without it) misses items that move between LRU segments meanwhile (measured: 11 %
+        of 75,000 recently read items). A key may still be missing (expired or evicted
+        meanwhile) or listed twice.
+
+        Args:
+            prefix: only keys starting with it (the client's key prefix).
+            count: keys per ``get`` request.
+            on_bytes: called with the number of bytes read from the server, per reply.
+
+        Raises:
+            ServerUnavailable: the server failed.
+            ServerRefusedError: the server refuses ``lru_crawler metadump``.
+        """
+        from urllib.parse import unquote_to_bytes
+
+        from ._repair import record_digest
+
+        keys: list[bytes] = []
+        deadline = time.monotonic() + max(10.0, 40 * self.timeout)
+        mode = b"hash"
+        while True:  # the crawler runs one request at a time: BUSY means wait and retry
+            if self.breaker.down_until or self._hints_pending:
+                self.check()
+            started = _perf_counter()
+            client = self._new_client()
+            client.sk_timeout = max(self.timeout, 5.0)  # the crawler may pause between items
+            try:
+                client._connect()
+                dump, busy = self._metadump(client.sock, mode, prefix, unquote_to_bytes,
+                                            keys)
+            except ServerRefusedError as exc:
+                if mode == b"all" or "not allowed" in str(exc):
+                    raise
+                mode, dump, busy = b"all", 0, True  # no hash walk here: walk the LRUs
+            except Exception as exc:
+                raise self.failed(exc, "scan_digests") from exc
+            finally:
+                with contextlib.suppress(Exception):
+                    client.close()
+            self.done("metadump", started, 0, 0)
+            if on_bytes is not None:
+                on_bytes(dump)
+            if not busy:
+                break
+            if time.monotonic() > deadline:
+                raise ServerUnavailable(
+                    self.name, f"the LRU crawler of {self.name} stayed busy: no metadump")
+            time.sleep(0.05)
+        for i in range(0, len(keys), count):
+            batch = keys[i:i + count]
+            found = self.recv_get_many(self.send_get_many(batch))
+            if on_bytes is not None:  # VALUE <key> <flags> <size>\r\n<data>\r\n ... END\r\n
+                on_bytes(5 + sum(len(b"VALUE %s %d %d\r\n\r\n" % (k, f, len(p))) + len(p)
+                                 for k, (p, f) in found.items()))
+            for key in batch:
+                hit = found.get(key)
+                if hit is not None:
+                    yield key, record_digest(hit[0], hit[1])
+
+    @staticmethod
+    def _metadump(sock: socket.socket, mode: bytes, prefix: bytes, unquote: Any,
+                  keys: list[bytes]) -> tuple[int, bool]:
+        """Sends ``lru_crawler metadump <mode>`` and appends the keys starting with
+        ``prefix`` to ``keys``: (bytes read, whether the crawler was busy)."""
+        sock.sendall(b"lru_crawler metadump " + mode + b"\r\n")
+        buf, total = b"", 0
+        while True:
+            chunk = sock.recv(262144)
+            if not chunk:
+                raise ConnectionResetError("the server closed the connection")
+            total += len(chunk)
+            *lines, buf = (buf + chunk).split(b"\n")
+            for line in lines:  # key=<url-encoded> exp=.. la=.. cas=.. fetch=.. cls=.. size=..
+                if line.startswith(b"key="):
+                    key = unquote(line[4:line.find(b" ")])
+                    if key.startswith(prefix):
+                        keys.append(key)
+                elif line == b"END\r":
+                    return total, False
+                elif line.startswith(b"BUSY"):
+                    return total, True
+                else:
+                    text = line.decode("ascii", "replace").strip()
+                    raise ServerRefusedError(
+                        f"lru_crawler metadump refused: {text} (anti-entropy lists keys "
+                        "with it: start memcached without -X, with the LRU crawler on)")
+
+    def get_many_with_ttl(self, keys: list[bytes]
+                          ) -> dict[bytes, tuple[bytes, int, float | None]]:
+        """``{key: (payload, flags, remaining seconds or None for no expiry)}`` for the
+        keys present, with one pipelined meta-get (``mg <key> v f t``) per key.
+
+        Raises:
+            ServerUnavailable: the server failed.
+        """
+        if not keys:
+            return {}
+
+        def work(client: Any) -> dict[bytes, tuple[bytes, int, float | None]]:
+            request = b"".join(b"mg " + k + b" v f t\r\n" for k in keys) + b"mn\r\n"
+            self._exchange(client, request, lambda sock: None)
+            reader = _Reader(client.sock)
+            out: dict[bytes, tuple[bytes, int, float | None]] = {}
+            for key in keys:
+                head = reader.line()
+                if head == b"EN":
+                    continue
+                parts = head.split()
+                if parts[0] != b"VA":
+                    if head.startswith((b"SERVER_ERROR", b"CLIENT_ERROR", b"ERROR")):
+                        raise _refused(head, "mg", self.name)
+                    raise OSError(f"unexpected reply to mg: {head[:80]!r}")
+                flags, ttl = 0, -1
+                for token in parts[2:]:
+                    if token[:1] == b"f":
+                        flags = int(token[1:])
+                    elif token[:1] == b"t":
+                        ttl = int(token[1:])
+                data = reader.exactly(int(parts[1]) + 2)[:-2]
+                out[key] = (data, flags, None if ttl < 0 else float(ttl))
+            if reader.line() != b"MN":
+                raise OSError("unexpected reply to mn after the meta-gets")
+            return out
+
+        found, started = self._with_client("get_many_with_ttl", work, retry=True)
+        self.done("get_many_with_ttl", started, len(keys), len(found))
+        return found  # type: ignore[no-any-return]
 
 
 def _refused(reply: bytes, what: str, server: str) -> CacheError:
@@ -1084,3 +1229,145 @@ class RedisBackend(_Backend):
 
     def __repr__(self) -> str:
         return f"RedisBackend({self.name!r})"
+
+    # listing, for anti-entropy (cachelib._repair) ----------------------------------------
+
+    def _script(self, name: str, source: str) -> Any:
+        """A Lua script registered once per backend (EVALSHA, loaded on NOSCRIPT)."""
+        script = self.__dict__.get(name)
+        if script is None:
+            script = self.__dict__[name] = self._client.register_script(source)
+        return script
+
+    def scan_digests(self, prefix: bytes = b"", count: int = 1000,
+                     on_bytes: collections.abc.Callable[[int], None] | None = None
+                     ) -> collections.abc.Iterator[tuple[bytes, int]]:
+        """Every key starting with ``prefix`` with the 64-bit digest of its record
+        (:func:`cachelib._repair.record_digest`), for anti-entropy.
+
+        One Lua script call per ``SCAN`` batch of about ``count`` keys: the server hashes
+        each value (``redis.sha1hex`` of the stored bytes), so values never cross the
+        network, only keys and 16 hex digits each. ``SCAN``'s guarantees apply: a key
+        present for the whole scan is listed (maybe twice); keys that are not strings
+        are skipped.
+
+        Args:
+            prefix: only keys starting with it (glob characters are escaped).
+            count: ``SCAN``'s ``COUNT`` hint.
+            on_bytes: called with the bytes of each reply read from the server.
+
+        Raises:
+            ServerUnavailable: the server failed.
+        """
+        script = self._script("_scan_digests_script", """
+local r = redis.call('SCAN', ARGV[1], 'MATCH', ARGV[2], 'COUNT', ARGV[3])
+local out = {r[1]}
+for _, k in ipairs(r[2]) do
+  local v = redis.pcall('GET', k)
+  if type(v) == 'string' then
+    out[#out + 1] = k
+    out[#out + 1] = string.sub(redis.sha1hex(v), 1, 16)
+  end
+end
+return out
+""")
+        match = re.sub(rb"([*?\[\]\\])", rb"\\\1", prefix) + b"*"
+        cursor: bytes | int = 0
+        while True:
+            try:
+                reply, started = self._call("scan_digests", script,
+                                            args=[cursor, match, count])
+            except self._response_error as exc:  # scripting refused: the server is up
+                raise ServerRefusedError(f"redis {self.name} refused the listing script: "
+                                         f"{exc}") from exc
+            self.done("scan_digests", started, 0, 0)
+            if on_bytes is not None:  # *n\r\n then $len\r\n<data>\r\n per element
+                on_bytes(len(b"*%d\r\n" % len(reply)) + sum(
+                    len(b"$%d\r\n\r\n" % len(x)) + len(x) for x in reply))
+            for i in range(1, len(reply) - 1, 2):
+                yield reply[i], int(reply[i + 1], 16)
+            cursor = reply[0]
+            if cursor in (b"0", 0):
+                return
+
+    def get_many_with_ttl(self, keys: list[bytes]
+                          ) -> dict[bytes, tuple[bytes, int, float | None]]:
+        """``{key: (payload, flags, remaining seconds or None for no expiry)}`` for the
+        keys present: ``GET`` and ``PTTL`` of every key in one Lua script call.
+
+        Raises:
+            ServerUnavailable: the server failed.
+        """
+        if not keys:
+            return {}
+        script = self._script("_get_ttl_script", """
+local out = {}
+for i, k in ipairs(KEYS) do
+  local v = redis.pcall('GET', k)
+  if type(v) == 'string' then
+    out[2 * i - 1] = v
+    out[2 * i] = redis.call('PTTL', k)
+  else
+    out[2 * i - 1] = false
+    out[2 * i] = -2
+  end
+end
+return out
+""")
+        try:
+            reply, started = self._call("get_many_with_ttl", script, keys=keys)
+        except self._response_error as exc:
+            raise ServerRefusedError(f"redis {self.name} refused the read script: "
+                                     f"{exc}") from exc
+        out: dict[bytes, tuple[bytes, int, float | None]] = {}
+        for i, key in enumerate(keys):
+            data, pttl = reply[2 * i], reply[2 * i + 1]
+            if data is None or pttl == -2:
+                continue
+            payload, flags = _unpack(data)  # type: ignore[misc]
+            out[key] = (payload, flags, None if pttl < 0 else pttl / 1000)
+        self.done("get_many_with_ttl", started, len(keys), len(out))
+        return out
+
+    # one key on several servers at once (the replicated client's fan-out) ------------------
+
+    def send_set(self, key: bytes, payload: bytes, flags: int, ttl: int) -> Any:
+        """The request half of :meth:`set` (RESP written here, as :meth:`set` does), so a
+        client can have one request on each of several servers in flight; the reply is
+        read by :meth:`recv_set`."""
+        data = _pack(payload, flags)
+        if ttl:
+            px = b"%d" % int(ttl * 1000)
+            request = (b"*5\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n$2\r\nPX\r\n"
+                       b"$%d\r\n%s\r\n") % (len(key), key, len(data), data, len(px), px)
+        else:
+            request = b"*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (
+                len(key), key, len(data), data)
+        if self.breaker.down_until or self._hints_pending:
+            self.check()
+        started = _perf_counter()
+        conn = None
+        try:
+            conn = self._raw_acquire()
+            conn._sock.sendall(request)
+        except Exception as exc:
+            if conn is not None:
+                self._raw_release(conn, False)
+            raise self.failed(exc, "set") from exc
+        return conn, started
+
+    def recv_set(self, pending: Any) -> None:
+        """The reply half of :meth:`send_set`."""
+        conn, started = pending
+        try:
+            reply = _read_resp_one(conn._sock)
+        except ServerRefusedError:
+            self._raw_release(conn, True)
+            raise
+        except Exception as exc:
+            self._raw_release(conn, False)
+            raise self.failed(exc, "set") from exc
+        self._raw_release(conn, True)
+        if reply != b"OK":
+            raise ServerUnavailable(self.name, f"unexpected reply to SET: {reply!r:.80}")
+        self.done("set", started, 1, 1)

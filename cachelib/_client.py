@@ -3,9 +3,10 @@ backend) with the ``fastcore`` ring; multi-key calls fan out to every server at 
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from fastcore import HashRing
 
@@ -14,6 +15,11 @@ from ._errors import ConfigError, ServerUnavailable
 from ._keys import KeyCodec
 from ._memory import MemoryBackend
 from ._values import Serializer
+
+if TYPE_CHECKING:
+    from idgen import TrueTimeGenerator
+
+    from ._replicated import ReplicaRange
 
 __all__ = ("CacheClient",)
 
@@ -40,6 +46,8 @@ class _Local:
         self.max_value = getattr(backend, "max_value", 1 << 62)
         for op in ("get", "set", "add", "delete", "touch", "incr", "decr", "flush", "close"):
             setattr(self, op, getattr(backend, op))
+        if hasattr(backend, "add_hints"):  # an in-process server that keeps hints itself
+            self.add_hints = backend.add_hints
 
     @property
     def stats(self) -> Any:
@@ -94,6 +102,12 @@ class CacheClient:
     servers are deleted then too.
         on_op: ``on_op(server_name, op, keys, seconds, error)`` after every server
             call, for metrics export (an exception it raises is logged, not raised).
+        replicas: servers that hold each key (N). 1, the default: this client, one
+            copy per key. N > 1 builds a :class:`~cachelib.ReplicatedCacheClient`
+            (versioned records, quorums, read repair, hinted handoff); the options
+            ``write_quorum``, ``read_quorum``, ``on_conflict``, ``versions``,
+            ``tombstone_ttl`` and ``repair_ttl`` are documented there and only used
+            with N > 1.
 
     Raises:
         ConfigError: a bad option or server.
@@ -101,6 +115,17 @@ class CacheClient:
     Thread safe: share one client between threads (each server has a connection pool).
     Fork safe: a child process never uses its parent's connections.
     """
+
+    _replicas = 1  # copies of each key (ReplicatedCacheClient: N)
+
+    def __new__(cls: type[_C], *args: Any, **kwargs: Any) -> _C:
+        # the one dispatch: replicas > 1 is a ReplicatedCacheClient, chosen here so that
+        # this class's methods stay as they are (no replication test on the hot path)
+        if cls is CacheClient and kwargs.get("replicas", 1) != 1:
+            from ._replicated import ReplicatedCacheClient
+
+            return cast(_C, object.__new__(ReplicatedCacheClient))
+        return object.__new__(cls)
 
     def __init__(self, servers: Any = None, *, ring: str = "xxh3", vnodes: int = 160,
                  hash_tags: bool = False, key_prefix: str | bytes = b"",
@@ -110,7 +135,19 @@ class CacheClient:
                  dead_timeout: float = 2.0, ignore_errors: bool = False,
                  failover: bool = False,
                  on_op: Callable[[str, str, int, float, BaseException | None], None]
-                 | None = None) -> None:
+                 | None = None, replicas: int = 1, write_quorum: int | None = None,
+                 read_quorum: int | None = None,
+                 on_conflict: Callable[[Any, list[int]], None] | None = None,
+                 versions: TrueTimeGenerator | None = None, tombstone_ttl: int = 60,
+                 repair_ttl: int | None = None) -> None:
+        if replicas.__class__ is not int or replicas != 1:
+            raise ConfigError(
+                f"replicas must be an int >= 1, got {replicas!r}" if replicas.__class__
+                is not int else f"{type(self).__name__} keeps one copy of each key: for "
+                f"replicas={replicas}, subclass ReplicatedCacheClient")
+        if write_quorum not in (None, 1) or read_quorum not in (None, 1):
+            raise ConfigError(f"with replicas=1 the quorums are 1, got write_quorum="
+                              f"{write_quorum!r}, read_quorum={read_quorum!r}")
         for what, value in (("timeout", timeout), ("connect_timeout", connect_timeout),
                             ("dead_timeout", dead_timeout)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
@@ -163,10 +200,17 @@ class CacheClient:
                 backend.on_op = on_op
         self._closed = False
 
+    # help() and IDEs read a class's signature from its own __new__ first: show __init__'s
+    __new__.__signature__ = inspect.signature(__init__)  # type: ignore[attr-defined]
+
     @staticmethod
     def _backend(server: Any, opts: dict[str, Any]) -> Any:
         if isinstance(server, str):
             kind = parse_server(server)["kind"]
+            if kind == "redis-cluster":  # the whole cluster is one backend of the ring
+                from ._cluster import RedisClusterBackend
+
+                return RedisClusterBackend(server, **opts)
             return MemcachedBackend(server, **opts) if kind == "memcached" \
                 else RedisBackend(server, **opts)
         if all(hasattr(server, m) for m in ("send_get_many", "recv_get_many")):
@@ -189,8 +233,42 @@ class CacheClient:
         return dict(self._backends)
 
     def server_for(self, key: str | bytes) -> str:
-        """The name of the server that holds ``key``."""
+        """The name of the server that holds ``key`` (with replicas: its first replica)."""
         return self._node_of(self._encode(key))
+
+    @property
+    def replicas(self) -> int:
+        """How many servers hold each key (N)."""
+        return self._replicas
+
+    def preference_list(self, key: str | bytes) -> list[str]:
+        """The names of the ``replicas`` servers that hold ``key``, first replica first
+        (the first ``replicas`` distinct servers clockwise from the key on the ring;
+        the next ones stand in for them while they are down)."""
+        return self._ring.get_nodes(self._encode(key), self._replicas)
+
+    def replica_ranges(self) -> list[ReplicaRange]:
+        """The ring's hash space as sorted ``ReplicaRange(lo, hi, replicas)``: the keys
+        whose ring position (``ring.key_hash`` of the stored key, prefix included) is in
+        ``[lo, hi)`` live on ``replicas`` (see :func:`cachelib._replicated.replica_ranges`)."""
+        from ._replicated import replica_ranges
+
+        return replica_ranges(self._ring, self._replicas)
+
+    def replication_stats(self) -> dict[str, int]:
+        """Replication counters; with one copy per key they are all zero (see
+        :meth:`ReplicatedCacheClient.replication_stats`)."""
+        from ._replicated import unreplicated_stats
+
+        return unreplicated_stats()
+
+    def repair(self, **options: Any) -> Any:
+        """One Merkle anti-entropy round over this client's servers: compare the
+        replicas of every key range and copy the newest record where they differ.
+        Options and result: :func:`cachelib.repair` / :class:`cachelib.RepairReport`."""
+        from ._repair import repair
+
+        return repair(self, **options)
 
     def _route(self, key: str | bytes) -> tuple[bytes, Any]:
         k = self._encode(key)

@@ -11,6 +11,7 @@ __all__ = (
     "ConfigError",
     "InvalidKeyError",
     "KeyTypeError",
+    "QuorumError",
     "SerializationError",
     "ServerRefusedError",
     "ServerUnavailable",
@@ -84,3 +85,36 @@ class ServerUnavailable(CacheError, ConnectionError):  # noqa: N818 (the name sa
 class ServerRefusedError(CacheError):
     """The server answered but refused the request (memcached ``SERVER_ERROR`` /
     ``CLIENT_ERROR``, e.g. out of memory): the server is up and stays in use."""
+
+
+class QuorumError(ServerUnavailable):
+    """Fewer replicas than the quorum acknowledged a write or answered a read
+    (``CacheClient(..., replicas=N)`` with N > 1).
+
+    A :class:`ServerUnavailable` (so a :class:`ConnectionError`): code that handles a
+    failed server, such as the write policies, handles a missed quorum the same way. A
+    write that missed its quorum may still have reached some replicas.
+
+    Attributes:
+        server: The first server that failed ("" if none failed outright).
+        acked: Replicas that acknowledged (writes) or answered (reads), for the first
+            key short of its quorum.
+        needed: The quorum (``write_quorum`` or ``read_quorum``).
+        failed: Server name -> why it failed, for that key.
+        keys: Every key short of its quorum, as the caller gave it.
+    """
+
+    def __init__(self, message: str, *, acked: int = 0, needed: int = 0,
+                 failed: dict[str, str] | None = None,
+                 keys: list[object] | None = None) -> None:
+        failed = dict(failed or {})
+        super().__init__(next(iter(failed), ""), message)
+        self.acked = acked
+        self.needed = needed
+        self.failed = failed
+        self.keys = list(keys or [])
+
+    def __reduce__(self) -> tuple[type[QuorumError], tuple[str], dict[str, object]]:  # type: ignore[override]
+        return (type(self), (str(self),), {"acked": self.acked, "needed": self.needed,
+                                           "failed": self.failed, "keys": self.keys,
+                                           "server": self.server})

@@ -328,3 +328,39 @@ class MemoryBackend:
             new = b"%d" % value
             self._store(key, (new, flags, deadline), len(key) + len(new) + ENTRY_OVERHEAD)
             return value
+
+    # -- listing, for anti-entropy (cachelib._repair) ---------------------------------
+
+    def scan_digests(
+        self, prefix: bytes = b"", count: int = 1000,
+        on_bytes: Callable[[int], None] | None = None,
+    ) -> Iterable[tuple[bytes, int]]:
+        """Every live key starting with ``prefix`` with the 64-bit digest of its record
+        (:func:`cachelib._repair.record_digest`), for anti-entropy.
+
+        The entries are copied under the lock (the LRU order is not touched) and
+        digested outside it. ``count`` and ``on_bytes`` exist for the servers'
+        signature: nothing crosses a network here, so ``on_bytes`` is never called.
+        """
+        from ._repair import record_digest
+
+        with self._lock:
+            now = self._clock()
+            items = [(key, entry[0], entry[1]) for key, entry in self._data.items()
+                     if key.startswith(prefix) and not (entry[2] and entry[2] <= now)]
+        return ((key, record_digest(payload, flags)) for key, payload, flags in items)
+
+    def get_many_with_ttl(
+        self, keys: Iterable[bytes],
+    ) -> dict[bytes, tuple[bytes, int, float | None]]:
+        """``{key: (payload, flags, remaining seconds or None for no expiry)}`` for the
+        live keys of ``keys`` (the LRU order and the hit counters are not touched)."""
+        out: dict[bytes, tuple[bytes, int, float | None]] = {}
+        with self._lock:
+            now = self._clock()
+            for key in keys:
+                entry = self._data.get(key)
+                if entry is None or (entry[2] and entry[2] <= now):
+                    continue
+                out[key] = (entry[0], entry[1], entry[2] - now if entry[2] else None)
+        return out

@@ -244,3 +244,119 @@ class PostgresServer:
         """Stop the server and remove its directory."""
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+REDIS_CLI = shutil.which("redis-cli") or "/usr/bin/redis-cli"
+
+
+class RedisClusterServers:
+    """A Redis Cluster of our own: ``primaries`` * (1 + ``replicas``) redis-server
+    processes (each a :class:`RedisServer`, in its own directory, cluster bus on a second
+    free port) joined with ``redis-cli --cluster create``; stopped by PID.
+
+    The nodes run with a 1 s node timeout and a replica validity factor of 0, so a
+    killed primary's replica takes over within a few seconds.
+    """
+
+    def __init__(self, directory: Path, primaries: int = 3, replicas: int = 1) -> None:
+        assert os.path.exists(REDIS_CLI), \
+            f"{REDIS_CLI} is required (CI installs it); these tests do not skip"
+        self.nodes: list[RedisServer] = []
+        try:
+            for i in range(primaries * (1 + replicas)):
+                node_dir = directory / f"node{i}"
+                node_dir.mkdir(parents=True, exist_ok=True)
+                self.nodes.append(RedisServer(
+                    node_dir, "--save", "", "--appendonly", "no",
+                    "--cluster-enabled", "yes",
+                    "--cluster-config-file", str(node_dir / "nodes.conf"),
+                    "--cluster-port", str(free_port()),
+                    "--cluster-node-timeout", "1000",
+                    "--cluster-replica-validity-factor", "0",
+                    # replicas sync at once, and show in CLUSTER SLOTS within a second
+                    "--repl-diskless-sync-delay", "0", "--repl-ping-replica-period", "1"))
+            done = subprocess.run(
+                [REDIS_CLI, "--cluster", "create",
+                 *(f"127.0.0.1:{n.port}" for n in self.nodes),
+                 "--cluster-replicas", str(replicas), "--cluster-yes"],
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60, check=False)
+            if done.returncode != 0:
+                raise RuntimeError(
+                    f"redis-cli --cluster create failed:\n{done.stdout.decode(errors='replace')}")
+            self.wait_ok(self.nodes, replicas=replicas)
+        except BaseException:
+            self.stop()
+            raise
+
+    @property
+    def url(self) -> str:
+        """``redis+cluster://`` with every node as a startup node."""
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
+
+    def client(self, node: RedisServer) -> redis.Redis:
+        """A plain (non-cluster) redis-py client of one node: close it after use."""
+        return redis.Redis(host="127.0.0.1", port=node.port, socket_timeout=2)
+
+    def node_at(self, port: int) -> RedisServer:
+        return next(n for n in self.nodes if n.port == port)
+
+    def primaries(self) -> list[RedisServer]:
+        """The nodes serving slots now, as the live nodes see it."""
+        return [n for n in self.nodes if n.proc is not None and n.proc.poll() is None
+                and self.role(n) == "master"]
+
+    def role(self, node: RedisServer) -> str:
+        c = self.client(node)
+        try:
+            return str(c.info("replication")["role"])
+        finally:
+            c.close()
+
+    def replica_of(self, primary: RedisServer) -> RedisServer:
+        """The (first) replica of ``primary``, as the replicas report it."""
+        for node in self.nodes:
+            if node is primary or node.proc is None or node.proc.poll() is not None:
+                continue
+            c = self.client(node)
+            try:
+                info = c.info("replication")
+            finally:
+                c.close()
+            if info["role"] == "slave" and int(info["master_port"]) == primary.port:
+                return node
+        raise LookupError(f"no replica of port {primary.port}")
+
+    def wait_ok(self, nodes: list[RedisServer], timeout: float = 20.0,
+                replicas: int | None = 1) -> None:
+        """Wait until on every node of ``nodes``: ``cluster_state:ok``, each slot range
+        served by a primary and ``replicas`` replicas (``CLUSTER SLOTS``; None: any
+        number), and, on a replica, the link to its primary up."""
+        deadline = time.monotonic() + timeout
+        pending = list(nodes)
+        while pending:
+            node = pending[0]
+            c = self.client(node)
+            try:
+                ok = c.execute_command("CLUSTER INFO").get("cluster_state") == "ok"
+                ok = ok and (replicas is None or all(
+                    len(r) == 3 + replicas for r in c.execute_command("CLUSTER SLOTS")))
+                repl = c.info("replication")
+                ok = ok and (repl["role"] == "master" or repl.get("master_link_status") == "up")
+            except redis.RedisError:
+                ok = False
+            finally:
+                c.close()
+            if ok:
+                pending.pop(0)
+                continue
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the cluster is not ok on port {node.port} after {timeout} s")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        """Stop every node by PID (SIGTERM; SIGKILL if that fails)."""
+        for node in self.nodes:
+            try:
+                node.stop()
+            except (OSError, subprocess.TimeoutExpired):
+                node.kill()

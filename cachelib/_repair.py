@@ -70,7 +70,7 @@ import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 from fastcore import MAX_MERKLE_DEPTH, MerkleTree, compare_keys, diff_levels, key_token
 
@@ -580,7 +580,7 @@ class _Round:
 
         # (cast: fastcore's _Tree protocol declares ``depth`` settable, the tree's is a
         # read-only property)
-        diff = diff_levels(cast(Any, tree_a), tree_b.root, remote_expand)
+        diff = diff_levels(tree_a, tree_b.root, remote_expand)
         result = PairResult((a, b), present, depth, len(diff.leaves), tree_bytes=tree_bytes[0],
                             full_comparison_bytes=full)
         if not diff.leaves:

@@ -66,7 +66,10 @@ class KeyDiff(NamedTuple):
 
 
 class _Tree(Protocol):
-    depth: int
+    # read-only: a MerkleTree's depth is a property (a plain attribute here would be
+    # writable, and mypy would reject every real tree)
+    @property
+    def depth(self) -> int: ...
 
     def node(self, i: int) -> int: ...
     def expand(self, node_ids: Sequence[int]) -> list[tuple[int, int]]: ...

@@ -31,6 +31,9 @@ TWITTER_EPOCH_MS = 1288834974657
 _YEAR_MS = 365 * 86_400_000
 _G = TypeVar("_G", bound="_TimeOrderedGenerator")
 _PERSIST_INTERVAL_S = 0.2
+#: Added to the last issued time a lease restores: the previous holder of the worker id
+#: may have issued IDs for up to two background beats after its last save.
+_RESTART_MARGIN_MS = int(_PERSIST_INTERVAL_S * 1000) * 2
 
 
 def _utc(unix_ms: int) -> _dt.datetime:
@@ -149,6 +152,8 @@ class _TimeOrderedGenerator:
         self._layout = layout or self._default_layout
         self._epoch_ms = epoch_ms
         self._tick_ms = tick_ms
+        self._backward_wait_ms = backward_wait_ms
+        self._continue_ahead_ms = continue_ahead_ms
         self._options: dict[str, object] = dict(
             tick_ms=tick_ms, backward_wait_ms=backward_wait_ms,
             continue_ahead_ms=continue_ahead_ms, clock=clock, **core_options,
@@ -198,13 +203,50 @@ class _TimeOrderedGenerator:
                           **self._options)  # type: ignore[arg-type]
         except InvalidArgumentError as exc:
             raise ConfigError(str(exc)) from None
-        if self._lease is not None and self._lease.last_ms is not None:
-            # never reuse a tick the previous holder may have issued since its last save
-            last = self._lease.last_ms + int(_PERSIST_INTERVAL_S * 1000) * 2
-            core.restore_last(max(0, (last - self._epoch_ms) // self._tick_ms))
         self._core = core
         self.next_id: Callable[[], int] = core.next_id
         self.next_ids: Callable[[int], list[int]] = core.next_ids
+        if self._lease is not None and self._lease.last_ms is not None:
+            self._restore(self._lease.last_ms)
+
+    def _restore(self, stored_ms: int) -> None:
+        # The previous holder of the worker id may have issued IDs for up to two beats
+        # after its last save, so the core never issues a tick up to the stored time
+        # plus the margin again. That margin is not a clock step back: when the stored
+        # time itself is within what the core tolerates (the larger of backward_wait_ms
+        # and continue_ahead_ms), the rest is waited out once, on the first call (less
+        # than the margin plus a tick); the core then decides as always, and raises
+        # ClockMovedBackwards when the stored time is further ahead of the clock.
+        core, epoch, tick = self._core, self._epoch_ms, self._tick_ms
+        core.restore_last(max(0, (stored_ms + _RESTART_MARGIN_MS - epoch) // tick))
+        clock = self._options["clock"]
+        now_ms = clock() if callable(clock) else time.time_ns() // 1_000_000
+        if not isinstance(now_ms, int):
+            return  # the core reports a bad clock reading on the first call
+        tolerated = max(self._backward_wait_ms, self._continue_ahead_ms) // tick
+        if (stored_ms - epoch) // tick - (now_ms - epoch) // tick > tolerated:
+            return  # a genuine step back: the first call raises (or the clock recovers)
+        wait_ms = epoch + (core.last_ticks - tolerated) * tick - now_ms
+        if wait_ms > 0:
+            self._resume_ns = time.monotonic_ns() + wait_ms * 1_000_000
+            self.next_id = self._first_call_after_restart
+            self.next_ids = self._first_batch_after_restart
+
+    def _wait_out_restart_margin(self) -> None:
+        left_ns = self._resume_ns - time.monotonic_ns()
+        if left_ns > 0 and self._core.disabled is None:
+            time.sleep(left_ns / 1e9)
+        # from now on straight into the core (it re-checks the clock itself)
+        self.next_id = self._core.next_id
+        self.next_ids = self._core.next_ids
+
+    def _first_call_after_restart(self) -> int:
+        self._wait_out_restart_margin()
+        return self._core.next_id()
+
+    def _first_batch_after_restart(self, n: int) -> list[int]:
+        self._wait_out_restart_margin()
+        return self._core.next_ids(n)
 
     def _persist(self) -> None:
         # The background beat: renew the lease (when it needs renewing) and store the
@@ -213,7 +255,7 @@ class _TimeOrderedGenerator:
         if lease is None or os.getpid() != self._pid or core.disabled is not None:
             return
         try:
-            if core.last_ticks >= 0:
+            if core.issued:  # not a restored tick alone: that would add margin on margin
                 lease.save_last(self._epoch_ms + core.last_ticks * self._tick_ms)
             lease.check()
         except Exception as exc:
@@ -292,6 +334,18 @@ class SnowflakeGenerator(_TimeOrderedGenerator):
 
     ``next_id()`` and ``next_ids(n)`` run in C (thread safe, clock read inside the
     critical section); a sequence exhausted within a tick waits for the next tick.
+
+    A leased worker id comes with the last time its previous holder issued (see
+    :class:`~idgen.FileLease`), and no ID is ever issued at or below that time plus a
+    400 ms margin (the previous holder may have issued for up to two background saves
+    after its last one). The margin is not a clock step back: a generator leased right
+    after another one released the id sleeps, once, on its first call, until its clock
+    is within ``max(backward_wait_ms, continue_ahead_ms)`` of that point (less than the
+    margin plus one tick), and from there the step-back rules below apply as always.
+    With the defaults the first ID thus comes about 0.4 s after the previous holder's
+    last one; with ``continue_ahead_ms`` of 400 or more it comes at once, ahead of the
+    clock. A stored time itself further ahead of the clock than that bound is a clock
+    step back: the first call raises :class:`~idgen.ClockMovedBackwards`.
 
     Args:
         worker: a worker id, a :class:`~idgen.WorkerLease`, or None to lease a free id

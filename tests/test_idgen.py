@@ -97,6 +97,112 @@ def test_restart_after_clock_step_back_refuses_to_reuse_time(lease_dir: str) -> 
     gen.close()
 
 
+GENERATORS = [SnowflakeGenerator, TrueTimeGenerator]
+MARGIN_MS = 400  # what a lease adds to its previous holder's last issued time
+
+
+def _stored_last(lease_dir: str, worker: int) -> int | None:
+    lease = FileLease(lease_dir, prefer=worker)
+    assert lease.worker_id == worker
+    lease.release()
+    return lease.last_ms
+
+
+@pytest.mark.parametrize("cls", GENERATORS)
+def test_generators_made_one_after_another_both_mint(
+        lease_dir: str, cls: type[SnowflakeGenerator]) -> None:
+    # the reported bug: the second default generator on one lease dir raised
+    # ClockMovedBackwards (400 ms, then 800 ms on the next cycle)
+    first = cls(lease_dir=lease_dir)
+    ids1 = first.next_ids(1000)
+    first.close()
+    last1 = _stored_last(lease_dir, first.worker)
+    assert last1 == first.decode(ids1[-1]).unix_ms
+
+    second = cls(lease_dir=lease_dir)
+    assert second.worker == first.worker  # the same worker id, taken straight back
+    start = time.monotonic()
+    ids2 = [second.next_id(), *second.next_ids(1000)]
+    assert time.monotonic() - start < 2.0  # waits out the margin once (about 0.4 s)
+    assert ids2 == sorted(set(ids2)) and ids2[0] > ids1[-1]
+    # never at or below the previous holder's last time plus the margin
+    assert second.decode(ids2[0]).unix_ms > last1 + MARGIN_MS
+    start = time.monotonic()
+    second.next_ids(1000)
+    assert time.monotonic() - start < 0.5  # no wait after the first call
+    second.close()
+    last2 = _stored_last(lease_dir, first.worker)
+    assert last2 is not None and last2 > last1 + MARGIN_MS
+
+    # a generator closed without minting keeps the stored time as it was: the margin
+    # is not added again on every cycle
+    idle = cls(lease_dir=lease_dir)
+    idle.close()
+    assert _stored_last(lease_dir, first.worker) == last2
+    third = cls(lease_dir=lease_dir)
+    start = time.monotonic()
+    third_id = third.next_id()
+    assert time.monotonic() - start < 2.0
+    assert third_id > ids2[-1] and third.decode(third_id).unix_ms > last2 + MARGIN_MS
+    third.close()
+
+
+@pytest.mark.parametrize("cls", GENERATORS)
+def test_restart_waits_only_within_the_bound(lease_dir: str,
+                                             cls: type[SnowflakeGenerator]) -> None:
+    # A stored time 200 ms ahead of the clock: the clock stepped back 200 ms, beyond the
+    # 5 ms waited out, so the restart is refused at once, though 200 ms is inside the
+    # margin; the margin itself is never counted as a step back.
+    lease = FileLease(lease_dir)
+    worker = lease.worker_id
+    lease.save_last(time.time_ns() // 1_000_000 + 200)
+    lease.release()
+    gen = cls(lease_dir=lease_dir)
+    assert gen.worker == worker
+    start = time.monotonic()
+    with pytest.raises(ClockMovedBackwards) as info:
+        gen.next_id()
+    assert time.monotonic() - start < 0.3  # not after waiting out the margin (~0.4 s)
+    assert 200 < info.value.step_ms <= 200 + MARGIN_MS
+    with pytest.raises(ClockMovedBackwards):
+        gen.next_ids(10)
+    gen.close()
+    assert _stored_last(lease_dir, worker) == lease.last_ms  # nothing issued, nothing stored
+
+    # the same stored time with backward_wait_ms=300: waited out, then IDs follow it
+    with cls(lease_dir=lease_dir, backward_wait_ms=300) as waiting:
+        d = waiting.decode(waiting.next_id())
+        assert lease.last_ms is not None and d.unix_ms > lease.last_ms + MARGIN_MS
+
+
+@pytest.mark.parametrize("cls", GENERATORS)
+def test_restart_continues_ahead_within_continue_ahead_ms(
+        lease_dir: str, cls: type[SnowflakeGenerator]) -> None:
+    with cls(lease_dir=lease_dir) as first:
+        last_id = first.next_id()
+    with cls(lease_dir=lease_dir, continue_ahead_ms=1000) as second:
+        new_id = second.next_id()
+        clock_ms = time.time_ns() // 1_000_000
+        d = second.decode(new_id)
+        assert new_id > last_id and d.unix_ms > first.decode(last_id).unix_ms + MARGIN_MS
+        assert d.unix_ms > clock_ms  # issued ahead of the clock: no wait
+
+
+def test_restart_in_a_new_process_on_the_same_worker_id(lease_dir: str) -> None:
+    script = (
+        "import sys, idgen\n"
+        "g = idgen.TrueTimeGenerator(idgen.FileLease(sys.argv[1], prefer=7))\n"
+        "print(g.worker, g.next_id())\n"
+        "g.close()\n"
+    )
+    out = [subprocess.run([sys.executable, "-c", script, lease_dir], check=True,
+                          capture_output=True, text=True, timeout=60).stdout.split()
+           for _ in range(3)]
+    assert [int(w) for w, _ in out] == [7, 7, 7]
+    ids = [int(i) for _, i in out]
+    assert ids == sorted(set(ids))
+
+
 def test_generator_persists_last_time_in_background(lease_dir: str) -> None:
     gen = SnowflakeGenerator(lease_dir=lease_dir)
     last = gen.decode(gen.next_id()).unix_ms

@@ -168,11 +168,11 @@ def default_versions() -> TrueTimeGenerator:
     """The process's version generator, made on first use and shared by the replicated
     clients not given one.
 
-    One lease per process, not per client: a :class:`idgen.FileLease` taken again soon
-    after its release restores the last issued time plus a safety margin, so clients
-    made and closed in quick succession would each start further ahead of the clock.
-    ``continue_ahead_ms=1000`` borrows ticks ahead of the clock (IDs stay strictly
-    increasing) after a clock step back or such a restore, instead of failing writes.
+    One lease per process, not per client: worker ids on a host are few (1,024), and a
+    generator leased right after another released the id waits about 0.4 s before its
+    first ID (the previous holder's safety margin). ``continue_ahead_ms=1000`` borrows
+    ticks ahead of the clock instead (IDs stay strictly increasing), after such a
+    restart or a clock step back of up to 1 s, so writes neither wait nor fail.
     A forked child leases its own worker id on its first write.
 
     Raises:

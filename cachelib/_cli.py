@@ -231,7 +231,9 @@ def demo(args: argparse.Namespace) -> dict[str, Any]:
                    out.run(f"mixed, {victim.name} down", during, guarded)))
     # 4. it comes back (holding old values); every key is read and checked
     victim.down = False
-    out.say(f"  -> {victim.name} is back, with the values it held before")
+    hinted = max(0, victim.pending_hints)  # delivered before it serves again
+    out.say(f"  -> {victim.name} is back, with the values it held before "
+            f"({hinted:,} hinted invalidations to deliver first)")
     cs.flush()
     stale = 0
 
@@ -262,7 +264,7 @@ def demo(args: argparse.Namespace) -> dict[str, Any]:
         "writes": wb["writes"], "store_rows_written": wb["rows_written"],
         "store_writes_saved": 1 - wb["rows_written"] / max(1, wb["writes"]),
         "errors_during_outage": errors, "stale_reads": stale,
-        "hints_delivered": victim.delivered,
+        "hints_delivered": hinted - max(0, victim.pending_hints),
         "read_repairs": rep.get("read_repairs", 0),
         "keys_repaired": first.keys_repaired, "differing_after_repair": second.keys_differing,
         "repair_bytes": first.exchange_bytes, "full_comparison_bytes":

@@ -6,10 +6,11 @@ from __future__ import annotations
 import datetime
 import hashlib
 import os
+import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TypeVar
 
@@ -109,3 +110,36 @@ def run_info(watched: Iterable[str]) -> dict[str, object]:
         + (f", uncommitted: {' '.join(ln[3:] for ln in dirty)})" if dirty else ")"),
         "fastcore.NATIVE": fastcore.NATIVE,
     }
+
+
+# --- interleaved timing: clients take turns, so the machine's drift hits them alike -----------
+
+Sample = tuple[int, int, int]  # (operations, wall ns, CPU ns)
+
+
+def sampler(fn: Callable[[], int]) -> Callable[[], Sample]:
+    """A pass of ``fn`` (which returns how many operations it made), timed."""
+    def run() -> Sample:
+        t0, c0 = time.perf_counter_ns(), time.thread_time_ns()
+        n = fn()
+        return n, time.perf_counter_ns() - t0, time.thread_time_ns() - c0
+    return run
+
+
+def interleaved(samplers: dict[str, Callable[[], Sample]], rounds: int,
+                turn_s: float) -> dict[str, list[Sample]]:
+    """Every sampler in turn for ``turn_s`` s per round (the order reversed on odd
+    rounds); the passes of each."""
+    out: dict[str, list[Sample]] = {name: [] for name in samplers}
+    names = list(samplers)
+    for r in range(rounds):
+        for name in (names if r % 2 == 0 else names[::-1]):
+            end = time.perf_counter() + turn_s
+            while time.perf_counter() < end:
+                out[name].append(samplers[name]())
+    return out
+
+
+def per_op(samples: list[Sample], which: int) -> float:
+    """Median over passes of ns per operation (``which``: 1 wall, 2 CPU)."""
+    return statistics.median(s[which] / s[0] for s in samples)

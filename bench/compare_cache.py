@@ -29,16 +29,14 @@ import datetime
 import json
 import os
 import platform
-import statistics
 import sys
 import tempfile
-import time
 import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from _report import cpu_model, git, num, ratio, say
+from _report import cpu_model, git, interleaved, num, per_op, ratio, sampler, say
 from _report import versions as package_versions
 
 REPO = Path(__file__).resolve().parents[1]
@@ -58,31 +56,6 @@ import fastcore  # noqa: E402
 KEYS = 2000
 VALUE = b"v" * 100
 BATCH = 100
-Sample = tuple[int, int, int]  # (operations, wall ns, CPU ns)
-
-
-def sampler(fn: Callable[[], int]) -> Callable[[], Sample]:
-    def run() -> Sample:
-        t0, c0 = time.perf_counter_ns(), time.thread_time_ns()
-        n = fn()
-        return n, time.perf_counter_ns() - t0, time.thread_time_ns() - c0
-    return run
-
-
-def interleaved(samplers: dict[str, Callable[[], Sample]], rounds: int,
-                turn_s: float) -> dict[str, list[Sample]]:
-    out: dict[str, list[Sample]] = {name: [] for name in samplers}
-    names = list(samplers)
-    for r in range(rounds):
-        for name in (names if r % 2 == 0 else names[::-1]):
-            end = time.perf_counter() + turn_s
-            while time.perf_counter() < end:
-                out[name].append(samplers[name]())
-    return out
-
-
-def per_op(samples: list[Sample], which: int) -> float:
-    return statistics.median(s[which] / s[0] for s in samples)
 
 
 # --- the clients --------------------------------------------------------------------------

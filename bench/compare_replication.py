@@ -32,15 +32,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from _report import num, ratio, run_info, say
+from _report import interleaved, num, per_op, ratio, run_info, sampler, say
 from _report import versions as package_versions
 
 REPO = Path(__file__).resolve().parents[1]
@@ -59,34 +56,6 @@ CHUNK = 100  # calls per pass (get / set); get_many: CHUNK // 10 calls of BATCH 
 REPLICATED = "replicated (N=3, W=R=2)"
 PLAIN = "unreplicated"
 CONTROL = "unreplicated, A/A control"
-Sample = tuple[int, int, int]  # (calls, wall ns, CPU ns)
-
-
-def sampler(fn: Callable[[], int]) -> Callable[[], Sample]:
-    def run() -> Sample:
-        t0, c0 = time.perf_counter_ns(), time.thread_time_ns()
-        n = fn()
-        return n, time.perf_counter_ns() - t0, time.thread_time_ns() - c0
-    return run
-
-
-def interleaved(samplers: dict[str, Callable[[], Sample]], rounds: int,
-                turn_s: float) -> dict[str, list[Sample]]:
-    out: dict[str, list[Sample]] = {name: [] for name in samplers}
-    names = list(samplers)
-    for r in range(rounds):
-        for name in (names if r % 2 == 0 else names[::-1]):
-            end = time.perf_counter() + turn_s
-            while time.perf_counter() < end:
-                out[name].append(samplers[name]())
-    return out
-
-
-def per_call(samples: list[Sample], which: int) -> float:
-    """Median over passes of ns per call (``which``: 1 wall, 2 CPU)."""
-    return statistics.median(s[which] / s[0] for s in samples)
-
-
 class Setup:
     def __init__(self, folder: Path) -> None:
         self.mc = [MemcachedServer() for _ in range(4)]
@@ -145,8 +114,8 @@ def case(clients: dict[str, Any], keys: list[str], op: str, rounds: int,
                 return calls
         samplers[name] = sampler(run)
     samples = interleaved(samplers, rounds, turn_s)
-    return {n: {"cpu_us": per_call(s, 2) / 1000, "wall_us": per_call(s, 1) / 1000,
-                "ops_per_s": 1e9 / per_call(s, 1), "passes": len(s)}
+    return {n: {"cpu_us": per_op(s, 2) / 1000, "wall_us": per_op(s, 1) / 1000,
+                "ops_per_s": 1e9 / per_op(s, 1), "passes": len(s)}
             for n, s in samples.items()}
 
 

@@ -947,6 +947,15 @@ def _unpack(data: bytes | None) -> tuple[bytes, int] | None:
     return data[1:], first
 
 
+def pool_connection(pool: Any) -> Any:
+    """A connected connection from a redis-py pool (counted against its
+    ``max_connections``; give it back with ``pool.release``)."""
+    try:
+        return pool.get_connection()
+    except TypeError:  # redis-py before 5.3: a command name is required (and unused)
+        return pool.get_connection("_")
+
+
 class RedisBackend(_Backend):
     """One Redis server through redis-py (hiredis parses replies when installed).
 
@@ -1133,9 +1142,9 @@ class RedisBackend(_Backend):
             try:
                 conn = self._raw_idle.pop()
             except IndexError:
-                conn = self._pool.make_connection()
-                conn.connect()  # type: ignore[no-untyped-call]
-                return conn
+                # From redis-py's pool (it connects, and counts it against
+                # max_connections); handed back to it when dropped, see _discard.
+                return pool_connection(self._pool)
             if conn._sock is not None and not (poll and _readable(conn._sock)):
                 return conn
             self._raw_release(conn, False)  # closed by the server meanwhile
@@ -1143,15 +1152,22 @@ class RedisBackend(_Backend):
     def _drop_idle(self) -> None:
         raw, self._raw_idle = self._raw_idle, collections.deque()
         for conn in raw:
-            with contextlib.suppress(Exception):
-                conn.disconnect()
+            self._discard(conn)
 
     def _raw_release(self, conn: Any, ok: bool) -> None:
         if ok and len(self._raw_idle) < self._max_idle:
             self._raw_idle.append(conn)
             return
+        self._discard(conn)
+
+    def _discard(self, conn: Any) -> None:
+        """Close a connection and give it back to redis-py's pool, so that the pool's
+        count of connections in use stays true (else, after ``max_connections``
+        reconnections in the life of the process, it would refuse to make more)."""
         with contextlib.suppress(Exception):
             conn.disconnect()
+        with contextlib.suppress(Exception):
+            self._pool.release(conn)
 
     def send_get_many(self, keys: list[bytes]) -> Any:
         # MGET written and read here, on the pooled connection's socket (redis-py's

@@ -15,6 +15,12 @@ Multi-key calls group the keys by slot (one ``MGET`` / ``MSET`` / ``DEL`` per sl
 a ``CROSSSLOT`` error) and pipeline each primary's commands on one connection, every
 primary's request written before any reply is read.
 
+Every command of this backend is written as RESP and its reply parsed here, on
+connections made and handshaken by redis-py's per-node pools and then held here (the
+technique of :class:`~cachelib.RedisBackend`); redis-py's slot map routes them, and
+redis-py itself only serves the rare paths (a redirect after the first resend,
+``NOSCRIPT``, ``TRYAGAIN``, ``FLUSHDB``).
+
 Hash tags: Redis places a key by the part inside its first ``{...}``, and the key it
 sees is the *full* key, the client's ``key_prefix`` included. So a ``key_prefix``
 must not contain braces (a prefix ``"{app}:"`` would put every key in one slot).
@@ -22,6 +28,8 @@ must not contain braces (a prefix ``"{app}:"`` would put every key in one slot).
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import hashlib
 import threading
 import time
@@ -31,7 +39,16 @@ from typing import Any
 
 from ._backends import _DECR as _DECR_SCRIPT
 from ._backends import _INCR as _INCR_SCRIPT
-from ._backends import REDIS_MAX_VALUE, _Backend, _pack, _unpack
+from ._backends import (
+    REDIS_MAX_VALUE,
+    _Backend,
+    _pack,
+    _read_resp_one,
+    _readable,
+    _unpack,
+    kernel_timeouts,
+    pool_connection,
+)
 from ._errors import ConfigError, ServerRefusedError
 
 __all__ = ("RedisClusterBackend", "parse_cluster_url")
@@ -92,6 +109,10 @@ def _host_port(part: str | tuple[str, int], where: object) -> tuple[str, int]:
     return split.hostname, port or 6379
 
 
+_WORDS = {w: w.encode() for w in ("GET", "SET", "MGET", "MSET", "DEL", "PX", "NX", "PEXPIRE",
+                                  "PERSIST", "EXISTS", "EVALSHA", "EVAL")}
+
+
 def _resp(commands: list[tuple[Any, ...]]) -> bytes:
     """Commands of bytes, str and int arguments as one RESP request (redis-py's packer
     costs more than the round trip for a fan-out of hundreds of commands)."""
@@ -100,9 +121,102 @@ def _resp(commands: list[tuple[Any, ...]]) -> bytes:
         out.append(b"*%d\r\n" % len(args))
         for arg in args:
             if arg.__class__ is not bytes:
-                arg = str(arg).encode()
+                arg = _WORDS.get(arg) or str(arg).encode()
             out.append(b"$%d\r\n%s\r\n" % (len(arg), arg))
     return b"".join(out)
+
+
+def _read_replies(sock: Any, count: int, parse_error: Any) -> list[Any]:
+    """``count`` RESP2 replies read from ``sock``, as redis-py's parser gives them without
+    response callbacks (bulk and simple strings as bytes, nil as None, integers, arrays
+    as lists), an error reply as redis-py's exception for it (``parse_error``), not
+    raised. Bytes past the last reply mean a desynchronised connection: OSError."""
+    recv = sock.recv
+    buf = recv(262144)
+    if not buf:
+        raise ConnectionResetError("the server closed the connection")
+    pos = 0
+    replies: list[Any] = []
+    arrays: list[tuple[list[Any], int]] = []  # the arrays being read, innermost last
+    item: Any
+    while True:
+        end = buf.find(b"\r\n", pos)
+        if end < 0:
+            chunk = recv(262144)
+            if not chunk:
+                raise ConnectionResetError("the server closed the connection")
+            buf = buf[pos:] + chunk
+            pos = 0
+            continue
+        kind = buf[pos]
+        if kind == 0x24:  # '$' bulk string
+            size = int(buf[pos + 1:end])
+            if size < 0:
+                item = None
+                pos = end + 2
+            else:
+                start = end + 2
+                stop = start + size
+                while len(buf) < stop + 2:
+                    chunk = recv(max(262144, stop + 2 - len(buf)))
+                    if not chunk:
+                        raise ConnectionResetError("the server closed the connection")
+                    buf += chunk
+                item = buf[start:stop]
+                pos = stop + 2
+        elif kind == 0x2A:  # '*' array
+            size = int(buf[pos + 1:end])
+            pos = end + 2
+            if size > 0:
+                arrays.append(([], size))
+                continue
+            item = None if size < 0 else []
+        elif kind == 0x3A:  # ':' integer
+            item = int(buf[pos + 1:end])
+            pos = end + 2
+        elif kind == 0x2B:  # '+' simple string
+            item = buf[pos + 1:end]
+            pos = end + 2
+        elif kind == 0x2D:  # '-' error
+            item = parse_error(buf[pos + 1:end].decode("utf-8", "replace"))
+            pos = end + 2
+        elif kind == 0x5F:  # '_' RESP3 null
+            item = None
+            pos = end + 2
+        else:
+            raise OSError(f"unexpected RESP reply: {buf[pos:end][:80]!r}")
+        while arrays:
+            elements, size = arrays[-1]
+            elements.append(item)
+            if len(elements) < size:
+                break
+            arrays.pop()
+            item = elements
+        else:
+            replies.append(item)
+            if len(replies) == count:
+                if pos != len(buf):
+                    raise OSError("unexpected bytes after the replies")
+                return replies
+
+
+def _timeout_named(exc: BaseException) -> BaseException:
+    """A kernel-enforced socket timeout (EAGAIN) as the TimeoutError it is."""
+    if isinstance(exc, BlockingIOError):
+        named = TimeoutError(f"no reply in time ({exc})")
+        named.__cause__ = exc
+        return named
+    return exc
+
+
+def _primary(nodes: Any, slot: int) -> Any:
+    """The primary serving ``slot`` in redis-py's slot map (``NodesManager.slots_cache``,
+    read as its ``get_node_from_slot`` reads it, without the cost of its deprecation
+    wrapper); SlotNotCoveredError for a slot without one."""
+    found = nodes.slots_cache.get(slot)
+    if found:
+        return found[0]
+    return nodes.get_node_from_slot(slot)
 
 
 def _node_name(host: str, port: int) -> str:
@@ -190,11 +304,17 @@ class RedisClusterBackend(_Backend):
         self._incr_sha = hashlib.sha1(_INCR_SCRIPT.encode()).hexdigest()
         self._decr_sha = hashlib.sha1(_DECR_SCRIPT.encode()).hexdigest()
         self._scripts = {self._incr_sha: _INCR_SCRIPT, self._decr_sha: _DECR_SCRIPT}
+        # connections of the hot paths: made (and handshaken) by redis-py's per-node
+        # pools, then held here by node name, with (pool, connection) to give them back
+        self._idle: dict[str, collections.deque[tuple[Any, Any]]] = {}
+        self._max_idle = 16
         import redis
+        from redis._parsers.base import BaseParser
         from redis.crc import key_slot
 
         self._key_slot = key_slot
         self._response_error = redis.ResponseError
+        self._parse_error: Any = BaseParser.parse_error  # error text -> redis-py's exception
         self._register_fork_hook()
 
     # --- the redis-py client -----------------------------------------------------------
@@ -206,6 +326,7 @@ class RedisClusterBackend(_Backend):
             self._forked_from.append(self._client)
         self._client = None
         self._lock = threading.Lock()
+        self._idle = {}  # the parent's sockets: never touched here
 
     def _cluster(self) -> Any:
         client = self._client
@@ -234,6 +355,55 @@ class RedisClusterBackend(_Backend):
             retry=Retry(NoBackoff(), self._retries), require_full_coverage=False,
             max_connections=self._max_connections, health_check_interval=0)
 
+    def _acquire(self, client: Any, node: Any) -> tuple[Any, Any]:
+        """(pool, connection) to ``node``: an idle one of ours, else one from redis-py's
+        pool of the node (connected, handshaken; then given kernel-enforced timeouts,
+        so that a reply costs no poll()). An idle connection the server closed is
+        dropped before anything is written to it."""
+        idle = self._idle.get(node.name)
+        if idle is not None:
+            while True:
+                try:
+                    pool, conn = idle.pop()
+                except IndexError:
+                    break
+                sock = conn._sock
+                if sock is not None and not _readable(sock):
+                    return pool, conn
+                self._release(pool, conn, False)
+        pool = client.get_redis_connection(node).connection_pool
+        conn = pool_connection(pool)
+        try:
+            sock = conn._sock
+            sock.settimeout(None)
+            kernel_timeouts(sock, self.timeout)
+        except BaseException:
+            self._release(pool, conn, False)
+            raise
+        return pool, conn
+
+    def _release(self, pool: Any, conn: Any, ok: bool) -> None:
+        """Keep a connection in sync for reuse; else close it and give it back to its
+        pool (which connects it again, with its own settings, when it is next used)."""
+        if ok:
+            name = f"{conn.host}:{conn.port}"  # redis-py's node name
+            idle = self._idle.get(name)
+            if idle is None:
+                idle = self._idle.setdefault(name, collections.deque())
+            if len(idle) < self._max_idle:
+                idle.append((pool, conn))
+                return
+        with contextlib.suppress(Exception):
+            conn.disconnect()
+        with contextlib.suppress(Exception):
+            pool.release(conn)
+
+    def _drop_idle(self) -> None:
+        idle, self._idle = self._idle, {}
+        for conns in idle.values():
+            for pool, conn in conns:
+                self._release(pool, conn, False)
+
     def _refresh(self, client: Any) -> None:
         """Reload the slot map from the cluster (concurrent refreshes run once)."""
         self._stale_map = False
@@ -258,14 +428,13 @@ class RedisClusterBackend(_Backend):
             raise self.failed(exc, what) from exc
         for n, (_, conn, indices) in enumerate(groups):
             try:
-                conn.send_packed_command([_resp([commands[i][1] for i in indices])])
+                conn._sock.sendall(_resp([commands[i][1] for i in indices]))
             except Exception as exc:
                 self._stale_map = True
                 for m, (pool2, conn2, _) in enumerate(groups):
-                    if m <= n:
-                        conn2.disconnect()  # written to, or half: its replies are unread
-                    pool2.release(conn2)
-                raise self.failed(exc, what) from exc
+                    # written to, or half: its replies are unread
+                    self._release(pool2, conn2, m > n)
+                raise self.failed(_timeout_named(exc), what) from exc
         return what, commands, groups, started
 
     def _connect(self, client: Any, commands: list[tuple[int, tuple[Any, ...]]]
@@ -273,13 +442,12 @@ class RedisClusterBackend(_Backend):
         """One connection per node serving the commands' slots: (pool, connection,
         indices of its commands)."""
         import redis
-        from redis.cluster import get_connection
 
         nodes = client.nodes_manager
         for attempt in range(self._retries + 1):
             by_node: dict[str, tuple[Any, list[int]]] = {}
             for i, (slot, _) in enumerate(commands):
-                node = nodes.get_node_from_slot(slot)  # SlotNotCoveredError: not covered
+                node = _primary(nodes, slot)  # SlotNotCoveredError: not covered
                 entry = by_node.get(node.name)
                 if entry is None:
                     by_node[node.name] = (node, [i])
@@ -288,14 +456,13 @@ class RedisClusterBackend(_Backend):
             groups: list[tuple[Any, Any, list[int]]] = []
             try:
                 for node, indices in by_node.values():
-                    redis_node = client.get_redis_connection(node)
-                    conn = get_connection(redis_node, commands[indices[0]][1][0])
-                    groups.append((redis_node.connection_pool, conn, indices))
+                    pool, conn = self._acquire(client, node)
+                    groups.append((pool, conn, indices))
             except redis.ConnectionError:  # refused / reset at connect: nothing was sent
                 for pool, conn, _ in groups:
-                    pool.release(conn)
+                    self._release(pool, conn, True)
                 self._refresh(client)
-                moved = any(nodes.get_node_from_slot(commands[i][0]).name != node.name
+                moved = any(_primary(nodes, commands[i][0]).name != node.name
                             for i in indices)
                 if attempt == self._retries or not moved:
                     self._stale_map = True  # the map may still change (a failover)
@@ -303,7 +470,7 @@ class RedisClusterBackend(_Backend):
             except BaseException:
                 self._stale_map = True
                 for pool, conn, _ in groups:
-                    pool.release(conn)
+                    self._release(pool, conn, True)
                 raise
             else:
                 return groups
@@ -314,29 +481,36 @@ class RedisClusterBackend(_Backend):
         redirected did not run: on ``MOVED`` the slot map is reloaded and they are sent
         again together (once); after ``ASK``, ``TRYAGAIN``, ``NOSCRIPT`` (or a second
         ``MOVED``) one by one, through redis-py, which follows the redirects."""
-        from redis.exceptions import MovedError
-
         what, commands, groups, started = pending
         replies: list[Any] = [None] * len(commands)
         lost: BaseException | None = None
-        response_error = self._response_error
+        parse_error = self._parse_error
         for pool, conn, indices in groups:
             if lost is None:
                 try:
-                    for i in indices:
-                        try:
-                            replies[i] = conn.read_response()
-                        except response_error as exc:  # one command's error reply
-                            replies[i] = exc
+                    got = _read_replies(conn._sock, len(indices), parse_error)
                 except Exception as exc:
                     lost = exc
-                    conn.disconnect()
+                    self._release(pool, conn, False)
+                    continue
+                for i, reply in zip(indices, got):
+                    replies[i] = reply
+                self._release(pool, conn, True)
             else:
-                conn.disconnect()  # its replies stay unread
-            pool.release(conn)
+                self._release(pool, conn, False)  # its replies stay unread
         if lost is not None:
             self._stale_map = True
+            lost = _timeout_named(lost)
             raise self.failed(lost, what) from lost
+        return self._settle(what, commands, replies, started, resent)
+
+    def _settle(self, what: str, commands: list[tuple[int, tuple[Any, ...]]],
+                replies: list[Any], started: float, resent: bool = False
+                ) -> tuple[list[Any], float]:
+        """``replies`` with the redirected commands' replaced by those of the commands
+        sent again (see :meth:`_recv`); an error reply raised as cachelib's error."""
+        from redis.exceptions import MovedError
+
         moved = [i for i, reply in enumerate(replies) if isinstance(reply, MovedError)]
         if moved and not resent:
             try:
@@ -408,19 +582,66 @@ class RedisClusterBackend(_Backend):
         slot = self._key_slot(key)
         return self._recv(self._send(what, [(slot, c) for c in commands]))
 
+    def _one(self, what: str, key: bytes, request: bytes, args: tuple[Any, ...]
+             ) -> tuple[Any, float]:
+        """GET and SET, the hot path: ``request`` (``args`` as RESP) written, and its
+        bulk or simple string reply read, here, on one connection to the slot's primary.
+        Anything unusual (no client yet, a stale map, no connection) takes the general
+        path of :meth:`_write` / :meth:`_recv`; an error reply (a redirect) that of
+        :meth:`_settle`. The command is written once, as there."""
+        if self.breaker.down_until or self._hints_pending:
+            self.check()
+        started = _perf_counter()
+        slot = self._key_slot(key)
+        client = self._client
+        conn = None
+        if client is not None and not self._stale_map:
+            try:
+                pool, conn = self._acquire(client, _primary(client.nodes_manager, slot))
+            except Exception:  # nothing was written: the general path, its errors
+                conn = None
+        if conn is None:
+            (reply,), started = self._recv(self._write(what, [(slot, args)], started))
+            return reply, started
+        try:
+            sock = conn._sock
+            sock.sendall(request)
+            reply = _read_resp_one(sock)
+        except ServerRefusedError as exc:  # an error reply: the connection is in sync
+            self._release(pool, conn, True)
+            error = self._parse_error(str(exc).partition(": ")[2])
+            (reply,), started = self._settle(what, [(slot, args)], [error], started)
+            return reply, started
+        except Exception as exc:
+            self._release(pool, conn, False)
+            self._stale_map = True
+            lost = _timeout_named(exc)
+            raise self.failed(lost, what) from lost
+        self._release(pool, conn, True)
+        return reply, started
+
     # --- single keys -------------------------------------------------------------------
 
     def get(self, key: bytes) -> tuple[bytes, int] | None:
-        (data,), started = self._run("get", key, ("GET", key))
+        data, started = self._one("get", key,
+                                  b"*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n" % (len(key), key),
+                                  ("GET", key))
         value = _unpack(data)
         self.done("get", started, 1, value is not None)
         return value
 
     def set(self, key: bytes, payload: bytes, flags: int, ttl: int) -> None:
         data = _pack(payload, flags)
-        command: tuple[Any, ...] = ("SET", key, data, "PX", int(ttl * 1000)) if ttl \
-            else ("SET", key, data)
-        _, started = self._run("set", key, command)
+        if ttl:
+            px = int(ttl * 1000)
+            request = (b"*5\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n$2\r\nPX\r\n"
+                       b"$%d\r\n%d\r\n") % (len(key), key, len(data), data, len(b"%d" % px), px)
+            command: tuple[Any, ...] = ("SET", key, data, "PX", px)
+        else:
+            request = b"*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (
+                len(key), key, len(data), data)
+            command = ("SET", key, data)
+        _, started = self._one("set", key, request, command)
         self.done("set", started, 1, 1)
 
     def add(self, key: bytes, payload: bytes, flags: int, ttl: int) -> bool:
@@ -538,6 +759,7 @@ class RedisClusterBackend(_Backend):
         """Close every connection; a later call connects again."""
         with self._lock:
             client, self._client = self._client, None
+        self._drop_idle()
         if client is not None:
             client.close()
 

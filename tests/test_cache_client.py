@@ -27,6 +27,7 @@ from cachelib import (
     InvalidKeyError,
     KeyTypeError,
     MemoryBackend,
+    RedisBackend,
     ServerUnavailable,
     ValueTooLargeError,
 )
@@ -567,3 +568,23 @@ def test_rediss_tls(tmp_path: Path, cleanup: contextlib.ExitStack) -> None:
                                               timeout=0.3))
     with pytest.raises(ServerUnavailable):  # no TLS: the server drops the connection
         plain.get("k")
+
+
+def test_redis_reconnections_never_exhaust_the_pool(redis_url: str) -> None:
+    """Connections the server closed are dropped and replaced many more times than the
+    pool's max_connections, and every call still succeeds: a dropped connection goes
+    back to redis-py's pool, which would otherwise count it forever and refuse to
+    make new ones ("Too many connections") once the process had reconnected 4 times."""
+    backend = RedisBackend(redis_url, max_connections=4)
+    admin = redis.Redis.from_url(redis_url)
+    try:
+        client = CacheClient([backend], key_prefix="reconnect:")
+        for i in range(12):
+            client.set("k", i)
+            assert client.get_many(["k"]) == {"k": i}
+            admin.client_kill_filter(_type="normal", skipme=True)  # the server drops us
+            assert client.get("k") == i  # a fresh connection, no error
+        assert backend.stats.as_dict()["errors"] == 0
+    finally:
+        admin.close()
+        backend.close()

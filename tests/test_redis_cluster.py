@@ -431,6 +431,35 @@ def test_fork_child_builds_its_own_cluster_client(client: CacheClient) -> None:
     assert client.get("from-child") == 2 and client.set("after-fork", 3)
 
 
+def test_raw_connections_closed_by_the_server_are_dropped_before_use(
+        client: CacheClient, cluster: RedisClusterServers, prefix: str) -> None:
+    """The hot paths hold their own idle connections (from redis-py's node pools): one
+    the server closed meanwhile is dropped before anything is written to it; an error
+    reply leaves the connection in sync."""
+    items = {f"s{i}": i for i in range(100)}
+    assert client.set_many(items) == [] and client.get_many(list(items)) == items
+    assert client.get("s1") == 1
+    for node in cluster.primaries():  # the server closes every client connection
+        c = cluster.client(node)
+        try:
+            c.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+        finally:
+            c.close()
+    assert client.get("s1") == 1 and client.set("s2", "x") and client.get("s2") == "x"
+    assert client.get_many(list(items))["s3"] == 3
+    full = f"{prefix}lst".encode()
+    with raw_cluster(cluster) as rc:
+        rc.rpush(full, b"x")  # a list: GET answers WRONGTYPE
+    for _ in range(3):
+        with pytest.raises(ServerRefusedError, match="WRONGTYPE"):
+            client.get("lst")
+        assert client.get_many(["lst", "s1"]) == {"s1": 1}  # MGET: nil for a list
+        with pytest.raises(ServerRefusedError, match="WRONGTYPE"):
+            client.incr("lst")
+        assert client.get("s1") == 1
+    assert client.stats()[next(iter(client.servers))]["errors"] == 0
+
+
 # --- failures --------------------------------------------------------------------------------
 
 

@@ -777,9 +777,13 @@ class IdCore:
     def restore_last(self, ticks: int) -> None:
         """Never issue ``ticks`` or an earlier tick again (continue after a restart).
 
-        Call it before the first ID with the last tick persisted with the worker lease:
-        the core then waits for a later tick (or, within ``continue_ahead_ms``, borrows
-        one); ``last_ticks`` becomes ``max(last_ticks, ticks)``.
+        Call it before the first ID with the last tick persisted with the worker lease;
+        ``last_ticks`` becomes ``max(last_ticks, ticks)``. The core then treats the
+        clock being behind that tick like any clock step back: it waits for a later
+        tick up to ``backward_wait_ms`` (or, within ``continue_ahead_ms``, borrows
+        one), and raises ClockMovedBackwards beyond that. A caller restoring a tick
+        ahead of the clock on purpose (a safety margin) waits out the rest first, as
+        idgen's generators do.
 
         Args:
             ticks: the last tick a previous holder may have issued, in

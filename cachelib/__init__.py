@@ -1,7 +1,10 @@
 """shardkit's cache client: keys sharded over Memcached and Redis servers with the
 ``fastcore`` ring, multi-key calls fanned out to every server at once, honest failure
-handling (a circuit breaker per server, never a silent miss unless asked for), and an
-in-process LRU + TTL backend as the embedded default.
+handling (a circuit breaker per server, hinted invalidations, never a silent miss unless
+asked for), and an in-process LRU + TTL backend as the embedded default. On top of it:
+replication (N copies, quorums, TrueTime-style versions, read repair, hinted handoff),
+Merkle anti-entropy (``repair``), a Redis Cluster backend, and write-through,
+write-around and write-back caching in front of a store (``CachedStore``).
 
 Example::
 
@@ -11,6 +14,12 @@ Example::
     cache.set("user:42", {"name": "Ada"}, ttl=300)
     cache.get("user:42")                  # {'name': 'Ada'}
     cache.get_many(["user:42", "user:7"]) # one request per server, all in flight at once
+
+    replicated = CacheClient(urls, replicas=3)   # write and read quorums of 2
+    replicated.repair()                          # one anti-entropy round
+
+From a shell: ``python -m cachelib demo`` (the whole library, no server needed),
+``python -m cachelib where KEY``, ``python -m cachelib repair --servers ...``.
 """
 
 from __future__ import annotations

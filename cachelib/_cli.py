@@ -177,7 +177,7 @@ def demo(args: argparse.Namespace) -> dict[str, Any]:
     servers = _servers(args)
     if len(servers) < args.replicas:
         raise SystemExit(f"--replicas {args.replicas} needs at least that many servers")
-    prefix = f"demo:{os.getpid()}:{int(time.time())}:"
+    prefix = f"{args.key_prefix}demo:{os.getpid()}:{int(time.time())}:"
     client = CacheClient(servers, replicas=args.replicas, key_prefix=prefix)
     folder = Path(args.store).parent if args.store else Path(tempfile.mkdtemp(prefix="cachelib-"))
     store_path = Path(args.store) if args.store else folder / "demo-store.db"
@@ -313,12 +313,14 @@ def _print_summary(s: dict[str, Any]) -> None:
 def _where(args: argparse.Namespace) -> int:
     urls = [u.strip() for u in args.servers.split(",") if u.strip()] if args.servers else None
     servers: Any = urls or [MemoryBackend(name=f"cache-{i}") for i in range(1, args.pool + 1)]
-    client = CacheClient(servers, replicas=args.replicas)
+    if args.replicas > len(servers):
+        raise SystemExit(f"--replicas {args.replicas} needs at least that many servers")
+    client = CacheClient(servers, replicas=args.replicas, key_prefix=args.key_prefix)
     rows = [(key, ", ".join(client.preference_list(key))) for key in args.key]
     if args.json:
         print(json.dumps({k: v.split(", ") for k, v in rows}))
     else:
-        print(_table(["key", "replicas (first = primary)"], rows))
+        print(_table(["key", "replicas (first = primary)"], rows, numbers=False))
     return 0
 
 
@@ -333,13 +335,18 @@ def _repair_cmd(args: argparse.Namespace) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m cachelib", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(
+        prog="python -m cachelib",
+        description="The cache library end to end, from a shell: a demo of a replicated "
+                    "write-back cache, where a key lives, and anti-entropy repair.")
     sub = ap.add_subparsers(dest="command")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--servers", help="comma-separated server URLs (default: in-process)")
     common.add_argument("--pool", type=int, default=5, help="in-process servers (default 5)")
     common.add_argument("--replicas", type=int, default=3, help="copies of each key (default 3)")
     common.add_argument("--json", action="store_true", help="print JSON")
+    common.add_argument("--key-prefix", default="",
+                        help="the clients' key prefix (it is part of what is placed)")
     d = sub.add_parser("demo", parents=[common], help="the end-to-end scenario (default)")
     d.add_argument("--keys", type=int, default=2_000, help="distinct keys (default 2,000)")
     d.add_argument("--ops", type=int, default=20_000, help="operations per phase (20,000)")
@@ -349,7 +356,6 @@ def _parser() -> argparse.ArgumentParser:
     w = sub.add_parser("where", parents=[common], help="which servers hold each key")
     w.add_argument("key", nargs="+")
     r = sub.add_parser("repair", parents=[common], help="one anti-entropy pass")
-    r.add_argument("--key-prefix", default="", help="the clients' key prefix")
     r.add_argument("--dry-run", action="store_true", help="compare only, change nothing")
     return ap
 

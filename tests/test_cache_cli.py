@@ -77,6 +77,11 @@ def test_where_lists_distinct_replicas(capsys: pytest.CaptureFixture[str]) -> No
     for key in ("user:1", "user:2", "ключ"):
         assert got[key] == client.preference_list(key)
         assert len(set(got[key])) == 3
+    code, out, _ = run(capsys, "where", "user:1", "--key-prefix", "app:", "--pool", "7",
+                       "--replicas", "2", "--json")
+    prefixed = CacheClient([MemoryBackend(name=f"cache-{i}") for i in range(1, 8)],
+                           replicas=2, key_prefix="app:")
+    assert code == 0 and json.loads(out)["user:1"] == prefixed.preference_list("user:1")
 
 
 def test_repair_command_against_redis(capsys: pytest.CaptureFixture[str],
@@ -99,6 +104,8 @@ def test_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None:
         main(["demo", "--pool", "2", "--replicas", "3"])
     with pytest.raises(SystemExit):
         main(["repair"])
+    with pytest.raises(SystemExit):
+        main(["where", "k", "--pool", "2"])
 
 
 def test_switchable_server_fails_and_returns_with_hints_delivered() -> None:

@@ -42,7 +42,7 @@ from ._errors import (
 )
 from ._keys import KeyCodec
 from ._memory import MemoryBackend
-from ._policies import CachedStore, cached
+from ._policies import CachedStore, WriteAround, WriteBack, WriteThrough, cached
 from ._repair import BackgroundRepair, PairResult, RepairReport, repair
 from ._replicated import ReplicaRange, ReplicatedCacheClient
 from ._stores import ABSENT, SQLAlchemyStore, SQLiteStore, Store, StoreError
@@ -96,7 +96,10 @@ __all__ = (
     "StoreError",
     "ValueTooLargeError",
     "ValueTypeError",
+    "WriteAround",
+    "WriteBack",
     "WriteBackQueue",
+    "WriteThrough",
     "__version__",
     "cached",
     "repair",

@@ -7,20 +7,21 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import inspect
 import logging
 import math
 import random
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
-from ._client import CacheClient
+from ._client import _MAX_TTL, CacheClient
 from ._errors import CacheError, ConfigError, ServerUnavailable
 from ._values import Serializer
 
-__all__ = ("CachedStore", "cached")
+__all__ = ("CachedStore", "WriteAround", "WriteBack", "WriteThrough", "cached")
 
 log = logging.getLogger("cachelib")
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -36,6 +37,15 @@ _random = random.random
 _time = time.time
 _VALUE, _NEGATIVE = b"V", b"N"
 POLICIES = ("write-through", "write-around", "write-back")
+
+
+def _check_ttl(ttl: object) -> float:
+    """A per-call TTL of a cache entry: seconds, > 0 and at most 30 days."""
+    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or \
+            not 0 < ttl <= _MAX_TTL / 1.5:
+        raise ConfigError(f"ttl must be a number of seconds in (0, {_MAX_TTL // 1.5:.0f}] "
+                          f"(room for the jitter), got {ttl!r}")
+    return float(ttl)
 
 
 class _Flight:
@@ -101,9 +111,9 @@ class _Entries:
             base *= 1 + random.uniform(-self.jitter, self.jitter)
         return max(1, round(base))
 
-    def value(self, v: Any, delta: float) -> tuple[bytes, int]:
+    def value(self, v: Any, delta: float, base: float | None = None) -> tuple[bytes, int]:
         # Inlined (this is on every write): a put costs its cache write plus this.
-        ttl = self.ttl
+        ttl = self.ttl if base is None else base
         if self.jitter:
             ttl *= 1.0 + self.jitter * (2.0 * _random() - 1.0)
         t = int(ttl + 0.5) or 1
@@ -290,20 +300,28 @@ class CachedStore:
 
     # --- writes --------------------------------------------------------------------------
 
-    def put(self, key: str, value: Any) -> None:
+    def put(self, key: str, value: Any, ttl: float | None = None) -> None:
         """Write ``value`` under ``key`` through the policy.
+
+        Args:
+            key: the key.
+            value: the value.
+            ttl: seconds the cache keeps it (spread by ``ttl_jitter``); default the
+                store's ``ttl``.
 
         Raises:
             StoreError: write-through / write-around: the store failed (the cache is
                 left as it was).
             QueueFullError: write-back: the queue is full (``when_full="block"``).
         """
+        if ttl is not None:
+            ttl = _check_ttl(ttl)
         queue = self._queue
         if queue is not None:  # write-back
             queue.put(key, value)
-            data, ttl = self._entries.value(value, 0.0)
+            data, t = self._entries.value(value, 0.0, ttl)
             try:
-                self.cache.set(key, data, ttl=ttl)
+                self.cache.set(key, data, ttl=t)
             except ServerUnavailable as exc:  # the pending write serves reads meanwhile
                 log.warning("cache write failed: %s", exc)
             return
@@ -311,9 +329,61 @@ class CachedStore:
         if self.policy == "write-around":
             self._invalidate(key)
             return
-        data, ttl = self._entries.value(value, 0.0)
-        if not self._cache_set(key, data, ttl):
+        data, t = self._entries.value(value, 0.0, ttl)
+        if not self._cache_set(key, data, t):
             self._invalidate(key)
+
+    set = put  # the cache-like name (``policy.set(key, value, ttl=...)``)
+
+    def put_many(self, items: Mapping[str, Any], ttl: float | None = None) -> None:
+        """Write every item through the policy: one store batch (write-through and
+        write-around: all or nothing) and one cache fan-out.
+
+        Raises:
+            StoreError: write-through / write-around: the store failed (nothing was
+                written, the cache is left as it was).
+            QueueFullError: write-back: the queue is full (the items before the one
+                that did not fit are queued).
+        """
+        if ttl is not None:
+            ttl = _check_ttl(ttl)
+        items = dict(items)
+        if not items:
+            return
+        if self._queue is not None:
+            for key, value in items.items():
+                self._queue.put(key, value)
+        else:
+            self.store.put_many(items)  # a failure reaches the caller, the cache untouched
+            if self.policy == "write-around":
+                self._invalidate_many(list(items))
+                return
+        entries = {k: self._entries.value(v, 0.0, ttl) for k, v in items.items()}
+        by_ttl: dict[int, dict[str | bytes, bytes]] = {}
+        for k, (data, t) in entries.items():  # jittered TTLs: one fan-out per distinct TTL
+            by_ttl.setdefault(t, {})[k] = data
+        failed: list[str] = []
+        for t, part in by_ttl.items():
+            try:
+                failed += [str(k) for k in self.cache.set_many(part, ttl=t)]
+            except ServerUnavailable as exc:  # the client keeps hints for that server
+                log.warning("cache write failed: %s", exc)
+                failed += [str(k) for k in part]
+        if failed and self._queue is None:
+            self._invalidate_many(failed)  # never a stale value left in the cache
+
+    set_many = put_many
+
+    def delete_many(self, keys: Iterable[str]) -> None:
+        """Delete ``keys`` from the store (now, or via the write-back queue) and the
+        cache."""
+        keys = list(dict.fromkeys(keys))
+        if self._queue is not None:
+            for key in keys:
+                self._queue.delete(key)
+        else:
+            self.store.delete_many(keys)
+        self._invalidate_many(keys)
 
     def delete(self, key: str) -> None:
         """Delete ``key`` from the store (now, or via the write-back queue) and the cache."""
@@ -329,6 +399,15 @@ class CachedStore:
         except ServerUnavailable as exc:  # the client keeps a hint for that server
             log.warning("cache write failed: %s", exc)
             return False
+
+    def _invalidate_many(self, keys: list[str]) -> None:
+        if not keys:
+            return
+        self._stats["invalidations"] += len(keys)
+        try:
+            self.cache.delete_many(keys)
+        except ServerUnavailable as exc:  # delivered as hints when the server returns
+            log.warning("cache invalidation of %d keys deferred: %s", len(keys), exc)
 
     def _invalidate(self, key: str) -> None:
         self._stats["invalidations"] += 1
@@ -363,6 +442,56 @@ class CachedStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class WriteThrough(CachedStore):
+    """:class:`CachedStore` with ``policy="write-through"``: the store, then the cache
+    (same options, but ``policy`` and ``writeback``)."""
+
+    _POLICY = "write-through"
+
+    def __init__(self, cache: CacheClient, store: Any, **options: Any) -> None:
+        for fixed in ("policy", "writeback"):
+            if fixed in options:
+                raise ConfigError(f"{type(self).__name__} takes no {fixed!r} option; use "
+                                  f"CachedStore(policy=...) to choose a policy")
+        super().__init__(cache, store, policy=self._POLICY, **options)
+
+
+class WriteAround(WriteThrough):
+    """:class:`CachedStore` with ``policy="write-around"``: the store, then the cache
+    entry is invalidated; reads fill it."""
+
+    _POLICY = "write-around"
+
+
+class WriteBack(CachedStore):
+    """:class:`CachedStore` with ``policy="write-back"``, the queue's options given
+    directly: ``WriteBack(cache, store, journal="/var/lib/app/wb.journal",
+    max_delay=0.05)`` (``batch_size``, ``max_delay``, ``max_pending``, ``journal``,
+    ``fsync``, ... as :class:`~cachelib.WriteBackQueue`), or ``queue=`` an existing
+    queue."""
+
+    def __init__(self, cache: CacheClient, store: Any, *, ttl: float = 300,
+                 ttl_jitter: float = 0.1, negative_ttl: float = 30,
+                 xfetch_beta: float = 1.0, serializer: Serializer | None = None,
+                 queue: Any = None, **queue_options: Any) -> None:
+        from ._writeback import WriteBackQueue
+
+        if "policy" in queue_options or "writeback" in queue_options:
+            raise ConfigError("WriteBack takes the queue's options directly (and no "
+                              "'policy' / 'writeback'); or use CachedStore(policy=...)")
+        if queue is not None and queue_options:
+            raise ConfigError("give either queue= or the queue's options, not both")
+        known = set(inspect.signature(WriteBackQueue.__init__).parameters) - {"self", "store"}
+        unknown = sorted(set(queue_options) - known)
+        if unknown:
+            raise ConfigError(f"unknown write-back option(s) {', '.join(unknown)}; "
+                              f"known: {', '.join(sorted(known))}")
+        super().__init__(cache, store, policy="write-back", ttl=ttl, ttl_jitter=ttl_jitter,
+                         negative_ttl=negative_ttl, xfetch_beta=xfetch_beta,
+                         serializer=serializer,
+                         writeback=queue if queue is not None else queue_options)
 
 
 # --- the decorator ---------------------------------------------------------------------------

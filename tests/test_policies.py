@@ -14,7 +14,7 @@ import pytest
 from conftest import run_threads
 from servers import MemcachedServer, RedisServer
 
-from cachelib import CacheClient, ConfigError
+from cachelib import CacheClient, ConfigError, WriteAround, WriteBack, WriteThrough
 from cachelib._policies import CachedStore, cached
 from cachelib._stores import ABSENT, SQLiteStore, StoreError
 
@@ -100,6 +100,73 @@ def test_policies_read_and_write(cache: CacheClient, policy: str) -> None:
         reads = store.reads
         assert cs.get("c") == "from the store" and store.reads == reads  # now cached
         assert cs.get_many(["b", "c", "absent"]) == {"b": [1, 2], "c": "from the store"}
+
+
+@pytest.mark.parametrize("cls", [WriteThrough, WriteAround, WriteBack])
+def test_batches_per_call_ttl_and_the_policy_classes(cache: CacheClient, cls: Any,
+                                                     tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "s.db")
+    opts: dict[str, Any] = {"max_delay": 0.01} if cls is WriteBack else {}
+    with cls(cache, store, ttl_jitter=0, **opts) as cs:
+        items = {f"k{i}": {"i": i, "text": "ключ" * (i % 3)} for i in range(250)}
+        cs.set_many(items, ttl=60)
+        assert cs.get_many(list(items)) == items  # read-your-writes for every policy
+        assert cs.flush()
+        assert store.get_many(list(items)) == items
+        cs.set("one", 1, ttl=2)  # the cache-like name, with a per-call TTL
+        assert cs.get("one") == 1
+        cs.delete_many([f"k{i}" for i in range(0, 250, 2)] + ["one", "never-there"])
+        assert cs.flush()
+        left = cs.get_many([*items, "one"])
+        assert left == {k: v for k, v in items.items() if int(k[1:]) % 2}
+        assert store.get_many([*items, "one"]) == left
+        cs.put_many({})  # nothing to do
+        with pytest.raises(ConfigError, match="ttl must be"):
+            cs.set("x", 1, ttl=0)
+        with pytest.raises(ConfigError, match="ttl must be"):
+            cs.put_many({"x": 1}, ttl=-5)
+    store.close()
+
+
+def test_per_call_ttl_reaches_the_cache(redis_url: str) -> None:
+    with CacheClient([redis_url], key_prefix="ttl:") as c:
+        cs = WriteThrough(c, DictStore(), ttl_jitter=0)
+        cs.set("short", "v", ttl=5)
+        cs.set_many({"long": "w"}, ttl=500)
+        cs.set("default", "x")
+        import redis as redis_py
+
+        raw = redis_py.Redis.from_url(redis_url)
+        try:
+            assert 0 < raw.pttl("ttl:short") <= 5000
+            assert 490_000 < raw.pttl("ttl:long") <= 500_000
+            assert 290_000 < raw.pttl("ttl:default") <= 300_000  # the store's ttl (300)
+        finally:
+            raw.close()
+
+
+def test_write_through_batch_store_failure_leaves_the_cache_alone() -> None:
+    store = DictStore()
+    cs = WriteThrough(CacheClient(), store)
+    cs.set_many({"a": 1, "b": 2})
+    store.failing = True
+    with pytest.raises(StoreError):
+        cs.set_many({"a": 10, "c": 30})
+    store.failing = False
+    assert cs.get_many(["a", "b", "c"]) == {"a": 1, "b": 2}  # the old values, no "c"
+
+
+def test_policy_classes_refuse_conflicting_options() -> None:
+    with pytest.raises(ConfigError, match="takes no 'policy'"):
+        WriteThrough(CacheClient(), DictStore(), policy="write-back")
+    with pytest.raises(ConfigError, match="unknown write-back option"):
+        WriteBack(CacheClient(), DictStore(), max_dealy=0.1)
+    with pytest.raises(ConfigError, match="directly"):
+        WriteBack(CacheClient(), DictStore(), writeback={"max_delay": 0.1})
+    wb = WriteBack(CacheClient(), DictStore(), batch_size=7, max_delay=0.2)
+    assert wb.policy == "write-back" and wb.stats()["writeback"]["pending"] == 0
+    wb.close()
+    assert WriteAround(CacheClient(), DictStore()).policy == "write-around"
 
 
 def test_write_through_store_failure_leaves_the_cache_alone() -> None:

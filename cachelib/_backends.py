@@ -930,6 +930,15 @@ def _read_resp_one(sock: socket.socket) -> bytes | None:
     raise OSError(f"unexpected RESP reply: {buf[:80]!r}")
 
 
+def _set_request(key: bytes, data: bytes, ttl: float) -> bytes:
+    """RESP of ``SET key data [PX ms]`` (no expiry when ``ttl`` is 0)."""
+    if ttl:
+        px = b"%d" % int(ttl * 1000)
+        return (b"*5\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n$2\r\nPX\r\n"
+                b"$%d\r\n%s\r\n") % (len(key), key, len(data), data, len(px), px)
+    return b"*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (len(key), key, len(data), data)
+
+
 def _pack(payload: bytes, flags: int) -> bytes:
     if flags == _INT_FLAGS:
         return payload
@@ -1039,14 +1048,7 @@ class RedisBackend(_Backend):
         return int(ttl * 1000) if ttl else None
 
     def set(self, key: bytes, payload: bytes, flags: int, ttl: int) -> None:
-        data = _pack(payload, flags)
-        if ttl:
-            px = b"%d" % int(ttl * 1000)
-            request = (b"*5\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n$2\r\nPX\r\n"
-                       b"$%d\r\n%s\r\n") % (len(key), key, len(data), data, len(px), px)
-        else:
-            request = b"*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (
-                len(key), key, len(data), data)
+        request = _set_request(key, _pack(payload, flags), ttl)
         reply, started = self._roundtrip("set", request)
         if reply != b"OK":
             raise ServerUnavailable(self.name, f"unexpected reply to SET: {reply!r:.80}")
@@ -1351,14 +1353,7 @@ return out
         """The request half of :meth:`set` (RESP written here, as :meth:`set` does), so a
         client can have one request on each of several servers in flight; the reply is
         read by :meth:`recv_set`."""
-        data = _pack(payload, flags)
-        if ttl:
-            px = b"%d" % int(ttl * 1000)
-            request = (b"*5\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n$2\r\nPX\r\n"
-                       b"$%d\r\n%s\r\n") % (len(key), key, len(data), data, len(px), px)
-        else:
-            request = b"*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (
-                len(key), key, len(data), data)
+        request = _set_request(key, _pack(payload, flags), ttl)
         if self.breaker.down_until or self._hints_pending:
             self.check()
         started = _perf_counter()

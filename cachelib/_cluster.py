@@ -45,6 +45,7 @@ from ._backends import (
     _pack,
     _read_resp_one,
     _readable,
+    _set_request,
     _unpack,
     kernel_timeouts,
     pool_connection,
@@ -632,15 +633,9 @@ class RedisClusterBackend(_Backend):
 
     def set(self, key: bytes, payload: bytes, flags: int, ttl: int) -> None:
         data = _pack(payload, flags)
-        if ttl:
-            px = int(ttl * 1000)
-            request = (b"*5\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n$2\r\nPX\r\n"
-                       b"$%d\r\n%d\r\n") % (len(key), key, len(data), data, len(b"%d" % px), px)
-            command: tuple[Any, ...] = ("SET", key, data, "PX", px)
-        else:
-            request = b"*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (
-                len(key), key, len(data), data)
-            command = ("SET", key, data)
+        request = _set_request(key, data, ttl)
+        command: tuple[Any, ...] = ("SET", key, data, "PX", int(ttl * 1000)) if ttl else \
+            ("SET", key, data)
         _, started = self._one("set", key, request, command)
         self.done("set", started, 1, 1)
 

@@ -441,6 +441,28 @@ class ReplicatedCacheClient(CacheClient):
                 retry.setdefault(spare, []).append(k)
         return retry
 
+    def _run_plan(self, plan: _Plan, down: dict[str, str], send: str, recv: str,
+                  on_reply: Callable[[str, list[bytes], Any], None],
+                  request: Callable[[list[bytes]], Any] | None, *args: Any) -> None:
+        """Send the plan's requests to every server at once (``request(keys)`` builds a
+        server's part; None: the keys themselves), pass each reply to ``on_reply(server,
+        keys, reply)``, mark the keys of failed servers failed there, and send those
+        again once to their stand-ins: two rounds at most."""
+        groups = plan.groups
+        while groups:
+            parts = groups if request is None else \
+                {name: request(ks) for name, ks in groups.items()}
+            results, errors = self._fan_out(parts, send, recv, *args)
+            for name, reply in results:
+                on_reply(name, groups[name], reply)
+            failed = {name: str(exc) for name, exc in errors}
+            for name, reason in failed.items():
+                for k in groups[name]:
+                    plan.fail(k, name, reason)
+            if not failed or groups is not plan.groups:
+                break
+            groups = self._retry_plan(plan, failed, down)
+
     # --- writes ----------------------------------------------------------------------------
 
     def _record(self, payload: bytes, flags: int, version: int) -> _Hit:
@@ -456,24 +478,17 @@ class ReplicatedCacheClient(CacheClient):
         down = self._unavailable()
         plan = self._plan(records, down)
         acked: dict[bytes, list[str]] = {k: [] for k in records}
-        groups = plan.groups
-        while groups:
-            parts = {name: [(k, *records[k]) for k in ks] for name, ks in groups.items()}
-            results, errors = self._fan_out(parts, "send_set_many", "recv_set_many", ttl)
-            for name, not_stored in results:
-                refused = set(not_stored)
-                for k in groups[name]:
-                    if k in refused:
-                        plan.fail(k, name, f"{name} refused the value")
-                    else:
-                        acked[k].append(name)
-            failed = {name: str(exc) for name, exc in errors}
-            for name, reason in failed.items():
-                for k in groups[name]:
-                    plan.fail(k, name, reason)
-            if not failed or groups is not plan.groups:
-                break  # two rounds at most
-            groups = self._retry_plan(plan, failed, down)
+
+        def stored(name: str, keys: list[bytes], not_stored: list[bytes]) -> None:
+            refused = set(not_stored)
+            for k in keys:
+                if k in refused:
+                    plan.fail(k, name, f"{name} refused the value")
+                else:
+                    acked[k].append(name)
+
+        self._run_plan(plan, down, "send_set_many", "recv_set_many", stored,
+                       lambda ks: [(k, *records[k]) for k in ks], ttl)
         self._hint_writes(plan, acked)
         counters = self._counters
         counters.writes += len(records)
@@ -661,19 +676,12 @@ class ReplicatedCacheClient(CacheClient):
         down = self._unavailable()
         plan = self._plan(keys, down)
         answers: dict[bytes, list[tuple[str, _Hit | None]]] = {k: [] for k in plan.prefs}
-        groups = plan.groups
-        while groups:
-            results, errors = self._fan_out(groups, "send_get_many", "recv_get_many")
-            for name, found in results:
-                for k in groups[name]:
-                    answers[k].append((name, found.get(k)))
-            failed = {name: str(exc) for name, exc in errors}
-            for name, reason in failed.items():
-                for k in groups[name]:
-                    plan.fail(k, name, reason)
-            if not failed or groups is not plan.groups:
-                break  # two rounds at most
-            groups = self._retry_plan(plan, failed, down)
+
+        def answered(name: str, keys: list[bytes], found: dict[bytes, _Hit]) -> None:
+            for k in keys:
+                answers[k].append((name, found.get(k)))
+
+        self._run_plan(plan, down, "send_get_many", "recv_get_many", answered, None)
         return *self._settle(answers, plan, originals), plan
 
     def _settle(self, answers: dict[bytes, list[tuple[str, _Hit | None]]], plan: _Plan,

@@ -417,8 +417,7 @@ class _Round:
         # that lacks the key: that absence may be an expired tombstone (a delete), and
         # copying would bring the deleted value back. Read repair follows the same rule.
         self.window: float | None = getattr(client, "_tombstone_ttl", None)
-        versions = getattr(client, "versions", None)
-        self.decode: Callable[[int], Any] | None = getattr(versions, "decode", None)
+        self.age_s: Callable[[int], float | None] | None = getattr(client, "_age_s", None)
         self.kept_old = 0
 
     # --- 1. listing ------------------------------------------------------------------------
@@ -493,7 +492,7 @@ class _Round:
 
     def _too_old_to_copy(self, rec: _Rec) -> bool:
         """Whether ``rec`` is a value older than the tombstone lifetime (see __init__)."""
-        if self.window is None or self.decode is None:
+        if self.window is None or self.age_s is None:
             return False
         try:
             record = unwrap(rec[0], rec[1])
@@ -501,11 +500,8 @@ class _Round:
             return False
         if record is None or record.deleted:
             return False
-        try:
-            minted_s = float(self.decode(record.version).unix_ms) / 1000
-        except Exception:  # not an ID of this generator's layout: no age to judge by
-            return False
-        return time.time() - minted_s > self.window
+        age = self.age_s(record.version)  # None: not an ID of the client's layout
+        return age is not None and age > self.window
 
     def _repair_keys(self, a: str, b: str, keys: list[bytes], tally: list[int]) -> None:
         """Reads both sides' records of ``keys`` and copies the newest over, counting in

@@ -788,14 +788,18 @@ class ReplicatedCacheClient(CacheClient):
         """The TTL of a repaired copy: what is left of the repair window (tombstones:
         of ``tombstone_ttl``) since the version's time; 0 when it is over."""
         window = self._tombstone_ttl if deleted else self._repair_ttl
-        if not window:
-            return 0
-        try:
-            age_s = max(0.0, time.time() - self._versions.decode(version).unix_ms / 1000)
-        except Exception:
+        age_s = self._age_s(version) if window else None
+        if age_s is None:
             return 0
         left = window - age_s
         return math.ceil(left) if left > 0 else 0
+
+    def _age_s(self, version: int) -> float | None:
+        """Seconds since ``version`` was minted; None for an ID of another layout."""
+        try:
+            return max(0.0, time.time() - self._versions.decode(version).unix_ms / 1000)
+        except Exception:
+            return None
 
     def _repair(self, repairs: dict[int, dict[str, list[_Item]]]) -> None:
         counters = self._counters

@@ -480,13 +480,7 @@ class CacheClient:
             and as :meth:`set` for bad keys or values, before anything is sent.
         """
         _check_ttl(ttl)
-        encode, dumps = self._encode, self._dumps
-        originals: dict[bytes, Any] = {}
-        encoded: dict[bytes, tuple[bytes, int]] = {}
-        for key, value in mapping.items():
-            k = encode(key)
-            originals[k] = key
-            encoded[k] = dumps(value)
+        originals, encoded = self._encode_items(mapping)
         if not encoded:
             return []
         groups: dict[str, list[tuple[bytes, bytes, int]]] = {}
@@ -515,6 +509,19 @@ class CacheClient:
                       if any(k not in stored for k, _, _ in groups[n])] + errors2
         self._raise_first(errors)
         return [originals[k] for k in originals if k in not_stored]
+
+    def _encode_items(self, mapping: Mapping[str | bytes, Any]
+                      ) -> tuple[dict[bytes, Any], dict[bytes, tuple[bytes, int]]]:
+        """``({encoded key: key}, {encoded key: (payload, flags)})``; bad keys or values
+        raise before anything is sent."""
+        encode, dumps = self._encode, self._dumps
+        originals: dict[bytes, Any] = {}
+        encoded: dict[bytes, tuple[bytes, int]] = {}
+        for key, value in mapping.items():
+            k = encode(key)
+            originals[k] = key
+            encoded[k] = dumps(value)
+        return originals, encoded
 
     def delete_many(self, keys: Iterable[str | bytes]) -> int:
         """Remove the keys; how many were there. A key whose server failed is

@@ -599,13 +599,7 @@ class ReplicatedCacheClient(CacheClient):
                 stored); and as :meth:`set` for bad keys or values, before sending.
         """
         _check_ttl(ttl)
-        encode, dumps = self._encode, self._dumps
-        originals: dict[bytes, Any] = {}
-        encoded: dict[bytes, _Hit] = {}
-        for key, value in mapping.items():
-            k = encode(key)
-            originals[k] = key
-            encoded[k] = dumps(value)
+        originals, encoded = self._encode_items(mapping)
         if not encoded:
             return []
         versions = self._versions.next_ids(len(encoded))

@@ -77,12 +77,14 @@ def _space_share(ring: HashRing) -> dict[str, float]:
     return share
 
 
-def _table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+def _table(headers: Sequence[str], rows: Sequence[Sequence[object]], *,
+           numbers: bool = True) -> str:
+    """A plain-text table; with ``numbers`` the columns after the first are right-aligned."""
     cells = [[str(h) for h in headers]] + [[str(c) for c in row] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     lines = []
     for n, row in enumerate(cells):
-        lines.append("  ".join(c.rjust(w) if n and i else c.ljust(w)
+        lines.append("  ".join(c.rjust(w) if n and i and numbers else c.ljust(w)
                                for i, (c, w) in enumerate(zip(row, widths))).rstrip())
         if n == 0:
             lines.append("  ".join("-" * w for w in widths))
